@@ -7,14 +7,79 @@
 //
 //   - A slot's epoch never decreases, not even across Release. Acquire of a
 //     free or expired lease sets epoch = previous epoch + 1.
-//   - Flush writes a batch for one slot atomically, and only while the slot's
-//     lease still names the flushing holder at the flushing epoch. Otherwise
-//     nothing is written and ErrFenced is returned: a late writer is rejected,
-//     never merged.
+//   - Flush writes a batch for one slot atomically (Redis: per chunk of up
+//     to RedisOptions.ChunkRecords records, see below), and only while the
+//     slot's lease still names the flushing holder at the flushing epoch.
+//     Otherwise nothing is written and ErrFenced is returned: a late writer
+//     is rejected, never merged.
 //   - Within an accepted batch, a record whose version is lower than the
 //     stored one is not written and is reported in FlushResult.Rejected.
 //   - Lease expiry is judged by the store's clock (Redis TIME), so agents'
 //     clock skew cannot make two holders.
 //   - Every key of one slot shares one Redis Cluster hash tag
 //     ({<space>/<slot>}), so each per-slot script touches one cluster slot.
+//
+// # Leases
+//
+// A lease that expired but that nobody took over still fences correctly:
+// any other writer must Acquire first, which raises the epoch. So Renew and
+// Flush accept it, and Current returns it as stored (still naming its
+// holder; Expires says it lapsed). Release clears the holder and keeps the
+// epoch. Equal versions are written (a retried flush is idempotent). A
+// tombstone removes the record and its version, so a later record of any
+// version is accepted for that key.
+//
+// # Redis key layout
+//
+// With tag = {<space>/<slot>}, e.g. {default/cart/17}:
+//
+//	kstate:<tag>:e:<key>   HASH  s: state bytes, v: version (decimal),
+//	                             d: JSON of []DedupEntry ("" when none),
+//	                             a: last access, unix ms
+//	kstate:<tag>:lease     HASH  holder, addr, epoch, acq (unix ms), exp (unix ms)
+//	kstate:<tag>:hot       ZSET  entity keys scored by last access (unix ms),
+//	                             trimmed to RedisOptions.HotSetSize by rank
+//	kstate:{<space>}:marker STRING random id, see EnsureMarker
+//	kstate:handoff:<holder> pub/sub channel of JSON HandoffRequests
+//
+// A space must not contain '{' or '}'.
+//
+// # Scripts
+//
+// Acquire, Renew, Release and Flush are Lua scripts, loaded once by NewRedis
+// and run with EVALSHA; when Redis answers NOSCRIPT (it restarted or failed
+// over) they are sent again with EVAL. Inside them time is redis.call('TIME').
+// Flush sends one script call per chunk of a batch (RedisOptions.ChunkRecords
+// records or ChunkBytes bytes), all chunks in one pipelined round trip. Each
+// chunk is atomic and checks the fence on its own: if a takeover lands
+// between two chunks, the chunks before it were written (while the lease was
+// current) and Flush returns ErrFenced for the rest. Load is one pipelined
+// round trip of HGETALLs.
+//
+// # Handoff
+//
+// RequestHandoff publishes on the holder's channel; WatchHandoffs
+// subscribes. Pub/sub delivers at most once, only to a subscriber connected
+// at that moment, so an asker repeats its request while it waits for the
+// lease.
+//
+// # Errors
+//
+// Failures to reach the store (connection refused or reset, timeouts, the
+// caller's context ending, and the replies LOADING, BUSY, MASTERDOWN,
+// CLUSTERDOWN, TRYAGAIN, READONLY, NOREPLICAS) wrap ErrUnavailable and keep
+// the cause. A fenced Flush or Renew returns a *FencedError naming the
+// current holder; a refused Acquire a *HeldError. After Close every method
+// returns ErrClosed.
+//
+// # Store URL
+//
+// See ParseURL: redis://, rediss:// (TLS), redis+sentinel://h1,h2/master and
+// redis+cluster://h1,h2. Passwords never appear in errors (Redacted).
+//
+// Redis must be durable (AOF, or a managed Redis with persistence). A Redis
+// that comes back empty is detected by CheckMarker (ErrStoreReset).
+//
+// Memory is the same contract in process memory, for unit tests of the
+// agent, with an injected clock.
 package statestore

@@ -600,8 +600,6 @@ func (a *Agent) handoffLoop() {
 	}
 }
 
-// evictLoop drops idle clean entities, and the least recently used clean
-// ones while the cache is over its memory budget.
 func (a *Agent) evictLoop() {
 	every := a.cfg.IdleEviction / 4
 	if every > 10*time.Second {
@@ -618,11 +616,13 @@ func (a *Agent) evictLoop() {
 			return
 		case <-t.C():
 		}
-		a.evict()
+		a.evict(a.cfg.IdleEviction)
 	}
 }
 
-func (a *Agent) evict() {
+// evict drops clean, unused entities idle for longer than idle, then the
+// least recently used ones while the cache is over budget.
+func (a *Agent) evict(idle time.Duration) {
 	now := a.clock.Now()
 	type candidate struct {
 		s    *slot
@@ -638,7 +638,7 @@ func (a *Agent) evict() {
 			}
 			e.mu.Lock()
 			if !e.dirty {
-				if !e.loaded || now.Sub(e.lastAccess()) >= a.cfg.IdleEviction {
+				if !e.loaded || now.Sub(e.lastAccess()) >= idle {
 					a.uncharge(s, e)
 					e.gone = true
 					delete(s.entities, k)

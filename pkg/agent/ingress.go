@@ -33,11 +33,6 @@ const (
 // HTTPSource is the CloudEvents source of events made from plain HTTP requests.
 const HTTPSource = "/kstate/http"
 
-var (
-	defaultEventSpec = keyspec.MustParse("ce:partitionkey")
-	defaultHTTPSpec  = keyspec.MustParse("header:" + DefaultKeyHeader)
-)
-
 // Handler is the agent's serving port: plain HTTP requests and CloudEvents in
 // binary and structured mode, plus liveness and readiness. functionReady
 // reports whether the function answers its health check.
@@ -129,11 +124,10 @@ func (in *ingress) invocation(w http.ResponseWriter, r *http.Request) (*Invocati
 		}
 		mediaType = mt
 	}
-	structured := mediaType == "application/cloudevents+json"
 	switch {
 	case mediaType == "application/cloudevents-batch+json":
 		return nil, &requestError{http.StatusUnsupportedMediaType, "batched CloudEvents are not supported: a batch has no single entity key; send the events one by one"}
-	case strings.HasPrefix(mediaType, "application/cloudevents+") && !structured:
+	case strings.HasPrefix(mediaType, "application/cloudevents+") && mediaType != "application/cloudevents+json":
 		return nil, &requestError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported CloudEvents format %q: only application/cloudevents+json (structured) and binary mode are accepted", mediaType)}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.a.cfg.MaxBodyBytes))
@@ -146,17 +140,13 @@ func (in *ingress) invocation(w http.ResponseWriter, r *http.Request) (*Invocati
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 
-	if structured || r.Header.Get("Ce-Specversion") != "" {
+	if keyspec.IsCloudEventRequest(r) {
 		return in.eventInvocation(r, body)
 	}
 	if len(body) > 0 && !plainMediaType(mediaType) {
 		return nil, &requestError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Type %q: expected application/json, text/*, application/octet-stream or a CloudEvent", mediaType)}
 	}
-	spec := defaultHTTPSpec
-	if in.spec != nil && !in.spec.IsCloudEvent() {
-		spec = *in.spec
-	}
-	key, err := spec.FromRequest(r, in.a.cfg.MaxBodyBytes)
+	key, err := keyspec.Resolve(in.spec, false).FromRequest(r, in.a.cfg.MaxBodyBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +169,9 @@ func (in *ingress) invocation(w http.ResponseWriter, r *http.Request) (*Invocati
 }
 
 func (in *ingress) eventInvocation(r *http.Request, body []byte) (*Invocation, error) {
+	// sdk-go v2.15.2 panics on a header named exactly "Ce-" (an empty
+	// attribute name); it carries nothing, so drop it.
+	r.Header.Del("Ce-")
 	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
 	if err != nil {
 		return nil, &requestError{http.StatusBadRequest, fmt.Sprintf("malformed CloudEvent: %v", err)}
@@ -187,10 +180,7 @@ func (in *ingress) eventInvocation(r *http.Request, body []byte) (*Invocation, e
 		return nil, &requestError{http.StatusBadRequest, fmt.Sprintf("invalid CloudEvent: %v", err)}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	spec := defaultEventSpec
-	if in.spec != nil {
-		spec = *in.spec
-	}
+	spec := keyspec.Resolve(in.spec, true)
 	var key string
 	if spec.IsCloudEvent() {
 		key, err = spec.FromEvent(ev)

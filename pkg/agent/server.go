@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/kstate-dev/kstate/pkg/sdk"
 	adminv1 "github.com/kstate-dev/kstate/proto/admin/v1"
 	functionv1 "github.com/kstate-dev/kstate/proto/function/v1"
 	"github.com/kstate-dev/kstate/statestore"
@@ -59,7 +60,9 @@ func NewServer(ctx context.Context, cfg Config, log *zap.SugaredLogger) (*Server
 		s.close()
 		return nil, fmt.Errorf("KSTATE_STORE_URL=%q: %w", statestore.Redacted(cfg.StoreURL), err)
 	}
-	s.fnConn, err = grpc.NewClient(cfg.FunctionAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s.fnConn, err = grpc.NewClient(cfg.FunctionAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// States travel whole in every call; match the SDK's limit, not gRPC's 4 MiB default.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)))
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("KSTATE_FUNCTION_ADDR=%q: %w", cfg.FunctionAddr, err)

@@ -1,0 +1,628 @@
+package statestore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of RedisOptions.
+const (
+	DefaultHotSetSize   = 10000
+	DefaultChunkRecords = 512
+	DefaultChunkBytes   = 4 << 20
+)
+
+// watchRetry is how long WatchHandoffs waits before receiving again after
+// an error, so a Redis that is down does not make it spin.
+const watchRetry = 250 * time.Millisecond
+
+// RedisOptions tunes a Redis store. Zero values take the defaults.
+type RedisOptions struct {
+	// HotSetSize caps each slot's hot-set index (DefaultHotSetSize).
+	HotSetSize int
+	// ChunkRecords and ChunkBytes cap one flush script call; larger batches
+	// are split into chunks sent in one pipeline. Each chunk is atomic and
+	// fenced on its own. A single record larger than ChunkBytes goes alone.
+	ChunkRecords int
+	ChunkBytes   int
+	// ClientName is set on every connection (CLIENT SETNAME), e.g. the pod
+	// name, so CLIENT LIST shows who is connected.
+	ClientName string
+}
+
+// Redis is the Store on Redis (single node, Sentinel or Cluster). The key
+// layout and the scripts are described in the package documentation.
+type Redis struct {
+	c    redis.UniversalClient
+	opts RedisOptions
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	// done ends WatchHandoffs goroutines when the store is closed.
+	done   context.Context
+	finish context.CancelFunc
+}
+
+var _ Store = (*Redis)(nil)
+
+// NewRedis connects to the store URL (see ParseURL), checks that it answers
+// and loads the scripts. Errors reaching it wrap ErrUnavailable.
+func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error) {
+	o, kind, err := parseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if opts.HotSetSize <= 0 {
+		opts.HotSetSize = DefaultHotSetSize
+	}
+	if opts.ChunkRecords <= 0 {
+		opts.ChunkRecords = DefaultChunkRecords
+	}
+	if opts.ChunkBytes <= 0 {
+		opts.ChunkBytes = DefaultChunkBytes
+	}
+	o.ClientName = opts.ClientName
+	// Without this a context deadline does not bound a blocked read.
+	o.ContextTimeoutEnabled = true
+
+	var c redis.UniversalClient
+	switch kind {
+	case cluster:
+		c = redis.NewClusterClient(o.Cluster())
+	case sentinel:
+		c = redis.NewFailoverClient(o.Failover())
+	default:
+		c = redis.NewClient(o.Simple())
+	}
+	r := &Redis{c: c, opts: opts}
+	r.done, r.finish = context.WithCancel(context.Background())
+
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, r.fail("connect to "+Redacted(url), err)
+	}
+	for _, s := range []*redis.Script{acquireScript, renewScript, releaseScript, flushScript} {
+		if err := s.Load(ctx, c).Err(); err != nil {
+			c.Close()
+			return nil, r.fail("load scripts into "+Redacted(url), err)
+		}
+	}
+	return r, nil
+}
+
+// Client returns the underlying go-redis client (for diagnostics and tests).
+func (r *Redis) Client() redis.UniversalClient { return r.c }
+
+func slotPrefix(s SlotRef) string {
+	return "kstate:{" + s.Space + "/" + strconv.FormatUint(uint64(s.Slot), 10) + "}:"
+}
+
+func entityPrefix(s SlotRef) string { return slotPrefix(s) + "e:" }
+func leaseKey(s SlotRef) string     { return slotPrefix(s) + "lease" }
+func hotKey(s SlotRef) string       { return slotPrefix(s) + "hot" }
+func markerKey(space string) string { return "kstate:{" + space + "}:marker" }
+func handoffChannel(holder string) string {
+	return "kstate:handoff:" + holder
+}
+
+// Load implements Store.
+func (r *Redis) Load(ctx context.Context, slot SlotRef, keys []string) (map[string]*Record, error) {
+	if err := r.check(slot.Space); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Record, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	prefix := entityPrefix(slot)
+	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.HGetAll(ctx, prefix+k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, r.fail("load from slot "+slot.String(), err)
+	}
+	for i, cmd := range cmds {
+		m := cmd.Val()
+		if len(m) == 0 {
+			continue
+		}
+		rec, err := decodeRecord(keys[i], m)
+		if err != nil {
+			return nil, fmt.Errorf("statestore: load from slot %s: %w", slot, err)
+		}
+		out[keys[i]] = rec
+	}
+	return out, nil
+}
+
+func decodeRecord(key string, m map[string]string) (*Record, error) {
+	rec := &Record{Key: key}
+	var err error
+	if rec.Version, err = strconv.ParseUint(m["v"], 10, 64); err != nil {
+		return nil, fmt.Errorf("entity %q: field v (version) is %q, want an unsigned integer", key, m["v"])
+	}
+	if s := m["s"]; s != "" {
+		rec.State = []byte(s)
+	}
+	if d := m["d"]; d != "" {
+		if err := json.Unmarshal([]byte(d), &rec.Dedup); err != nil {
+			return nil, fmt.Errorf("entity %q: field d (dedup) is not a JSON list of events: %w", key, err)
+		}
+	}
+	ms, err := strconv.ParseInt(m["a"], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("entity %q: field a (last access) is %q, want unix milliseconds", key, m["a"])
+	}
+	rec.LastAccess = msTime(ms)
+	return rec, nil
+}
+
+// Flush implements Store. A batch is split into chunks (RedisOptions) that
+// go out in one pipeline; each chunk is one flushScript call, atomic and
+// fenced on its own. When a chunk is fenced, the chunks before it may have
+// been written: they landed while the lease was still current.
+func (r *Redis) Flush(ctx context.Context, lease Lease, records []*Record) (FlushResult, error) {
+	var res FlushResult
+	if err := r.check(lease.Slot.Space); err != nil {
+		return res, err
+	}
+	if err := validateLease(lease); err != nil {
+		return res, err
+	}
+	if err := validateRecords(lease.Slot, records); err != nil {
+		return res, err
+	}
+	chunks := r.chunks(records)
+	calls := make([]flushCall, len(chunks))
+	for i, ch := range chunks {
+		calls[i] = r.flushCall(lease, ch)
+	}
+	cmds := make([]*redis.Cmd, len(calls))
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, fc := range calls {
+			cmds[i] = flushScript.EvalSha(ctx, p, fc.keys, fc.args...)
+		}
+		return nil
+	})
+	op := "flush slot " + lease.Slot.String()
+	// A reply error (NOSCRIPT) belongs to one command and is handled below;
+	// any other error means the pipeline did not get through, and its
+	// commands may not even carry it.
+	var replyErr redis.Error
+	if err != nil && !errors.As(err, &replyErr) {
+		return res, r.fail(op, err)
+	}
+	for i, cmd := range cmds {
+		// NOSCRIPT: Redis restarted or failed over since the script was
+		// loaded. The chunk did not run, so running it again is safe; EVAL
+		// also puts the script back in the cache.
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			cmd = flushScript.Eval(ctx, r.c, calls[i].keys, calls[i].args...)
+		}
+		reply, err := cmd.Slice()
+		if err != nil {
+			return res, r.fail(op, err)
+		}
+		status, err := replyInt(reply, 0)
+		if err != nil {
+			return res, fmt.Errorf("statestore: %s: %w", op, err)
+		}
+		if status == 0 {
+			cur, err := leaseReply(lease.Slot, reply)
+			if err != nil {
+				return res, fmt.Errorf("statestore: %s: %w", op, err)
+			}
+			return res, &FencedError{Lease: lease, Current: cur}
+		}
+		for j := 1; j < len(reply); j++ {
+			idx, err := replyInt(reply, j)
+			if err != nil || idx < 1 || int(idx) > len(chunks[i]) {
+				return res, fmt.Errorf("statestore: %s: bad rejected index %v in the script reply", op, reply[j])
+			}
+			res.Rejected = append(res.Rejected, chunks[i][idx-1].Key)
+		}
+	}
+	return res, nil
+}
+
+type flushCall struct {
+	keys []string
+	args []any
+}
+
+func (r *Redis) chunks(records []*Record) [][]*Record {
+	if len(records) == 0 {
+		// Still one call: an empty flush checks the fence.
+		return [][]*Record{nil}
+	}
+	var out [][]*Record
+	start, size := 0, 0
+	for i, rec := range records {
+		n := rec.Size()
+		if i > start && (i-start >= r.opts.ChunkRecords || size+n > r.opts.ChunkBytes) {
+			out = append(out, records[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(out, records[start:])
+}
+
+func (r *Redis) flushCall(lease Lease, records []*Record) flushCall {
+	prefix := entityPrefix(lease.Slot)
+	keys := make([]string, 2, 2+len(records))
+	keys[0], keys[1] = leaseKey(lease.Slot), hotKey(lease.Slot)
+	args := make([]any, 4, 4+5*len(records))
+	args[0] = lease.Holder
+	args[1] = strconv.FormatUint(lease.Epoch, 10)
+	args[2] = strconv.Itoa(r.opts.HotSetSize)
+	args[3] = prefix
+	for _, rec := range records {
+		keys = append(keys, prefix+rec.Key)
+		deleted, dedup, access := "0", "", "0"
+		if rec.Deleted {
+			deleted = "1"
+		}
+		if len(rec.Dedup) > 0 {
+			// DedupEntry has only strings and bytes: Marshal cannot fail.
+			b, _ := json.Marshal(rec.Dedup)
+			dedup = string(b)
+		}
+		if ms := rec.LastAccess.UnixMilli(); !rec.LastAccess.IsZero() && ms > 0 {
+			access = strconv.FormatInt(ms, 10)
+		}
+		args = append(args, deleted, strconv.FormatUint(rec.Version, 10), rec.State, dedup, access)
+	}
+	return flushCall{keys: keys, args: args}
+}
+
+// HotKeys implements Store.
+func (r *Redis) HotKeys(ctx context.Context, slot SlotRef, n int) ([]string, error) {
+	if err := r.check(slot.Space); err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	keys, err := r.c.ZRevRange(ctx, hotKey(slot), 0, int64(n-1)).Result()
+	if err != nil {
+		return nil, r.fail("hot keys of slot "+slot.String(), err)
+	}
+	return keys, nil
+}
+
+// Acquire implements Store.
+func (r *Redis) Acquire(ctx context.Context, slot SlotRef, holder, addr string, ttl time.Duration) (Lease, error) {
+	if err := r.check(slot.Space); err != nil {
+		return Lease{}, err
+	}
+	if err := validateTTL("acquire", slot, holder, ttl); err != nil {
+		return Lease{}, err
+	}
+	op := "acquire slot " + slot.String()
+	reply, err := acquireScript.Run(ctx, r.c, []string{leaseKey(slot)}, holder, addr, ttl.Milliseconds()).Slice()
+	if err != nil {
+		return Lease{}, r.fail(op, err)
+	}
+	l, granted, err := leaseStatus(slot, reply)
+	if err != nil {
+		return Lease{}, fmt.Errorf("statestore: %s: %w", op, err)
+	}
+	if !granted {
+		return Lease{}, &HeldError{Lease: l}
+	}
+	return l, nil
+}
+
+// Renew implements Store.
+func (r *Redis) Renew(ctx context.Context, lease Lease, ttl time.Duration) (Lease, error) {
+	if err := r.check(lease.Slot.Space); err != nil {
+		return Lease{}, err
+	}
+	if err := validateTTL("renew", lease.Slot, lease.Holder, ttl); err != nil {
+		return Lease{}, err
+	}
+	op := "renew slot " + lease.Slot.String()
+	reply, err := renewScript.Run(ctx, r.c, []string{leaseKey(lease.Slot)},
+		lease.Holder, strconv.FormatUint(lease.Epoch, 10), ttl.Milliseconds()).Slice()
+	if err != nil {
+		return Lease{}, r.fail(op, err)
+	}
+	l, ok, err := leaseStatus(lease.Slot, reply)
+	if err != nil {
+		return Lease{}, fmt.Errorf("statestore: %s: %w", op, err)
+	}
+	if !ok {
+		return Lease{}, &FencedError{Lease: lease, Current: l}
+	}
+	return l, nil
+}
+
+// Release implements Store.
+func (r *Redis) Release(ctx context.Context, lease Lease) error {
+	if err := r.check(lease.Slot.Space); err != nil {
+		return err
+	}
+	if err := validateLease(lease); err != nil {
+		return err
+	}
+	err := releaseScript.Run(ctx, r.c, []string{leaseKey(lease.Slot)},
+		lease.Holder, strconv.FormatUint(lease.Epoch, 10)).Err()
+	return r.fail("release slot "+lease.Slot.String(), err)
+}
+
+// Current implements Store. An expired lease that nobody took over is
+// returned as stored, still naming its holder; Expires says it lapsed.
+func (r *Redis) Current(ctx context.Context, slot SlotRef) (Lease, error) {
+	if err := r.check(slot.Space); err != nil {
+		return Lease{}, err
+	}
+	m, err := r.c.HGetAll(ctx, leaseKey(slot)).Result()
+	if err != nil {
+		return Lease{}, r.fail("read lease of slot "+slot.String(), err)
+	}
+	l, err := leaseReply(slot, []any{int64(0), m["holder"], m["addr"], m["epoch"], m["acq"], m["exp"]})
+	if err != nil {
+		return Lease{}, fmt.Errorf("statestore: read lease of slot %s: %w", slot, err)
+	}
+	return l, nil
+}
+
+// RequestHandoff implements Store. Pub/sub delivers at most once and only
+// to holders listening at that moment, so an asker repeats its request
+// while it waits for the lease.
+func (r *Redis) RequestHandoff(ctx context.Context, req HandoffRequest, holder string) error {
+	if err := r.check(req.Slot.Space); err != nil {
+		return err
+	}
+	if holder == "" {
+		return fmt.Errorf("statestore: handoff of slot %s: holder is empty", req.Slot)
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("statestore: handoff of slot %s: %w", req.Slot, err)
+	}
+	return r.fail("request handoff of slot "+req.Slot.String()+" from "+holder,
+		r.c.Publish(ctx, handoffChannel(holder), b).Err())
+}
+
+// WatchHandoffs implements Store. It returns once the subscription is
+// active, so requests published after it returns are delivered (unless the
+// connection drops: go-redis then resubscribes, and requests published in
+// between are lost, which the asker's repetition covers).
+func (r *Redis) WatchHandoffs(ctx context.Context, holder string) (<-chan HandoffRequest, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	if holder == "" {
+		return nil, errors.New("statestore: watch handoffs: holder is empty")
+	}
+	ps := r.c.Subscribe(ctx, handoffChannel(holder))
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, r.fail("watch handoffs of "+holder, err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	stopOnClose := context.AfterFunc(r.done, cancel)
+	// Closing the subscription is what unblocks a pending receive.
+	context.AfterFunc(wctx, func() { ps.Close() })
+
+	out := make(chan HandoffRequest, 16)
+	go func() {
+		defer close(out)
+		defer stopOnClose()
+		defer cancel()
+		for {
+			msg, err := ps.ReceiveMessage(wctx)
+			if wctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				select {
+				case <-wctx.Done():
+					return
+				case <-time.After(watchRetry):
+				}
+				continue
+			}
+			var req HandoffRequest
+			if json.Unmarshal([]byte(msg.Payload), &req) != nil {
+				continue // not from RequestHandoff; nothing to hand over
+			}
+			select {
+			case out <- req:
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// EnsureMarker implements Store.
+func (r *Redis) EnsureMarker(ctx context.Context, space string) (string, bool, error) {
+	if err := r.check(space); err != nil {
+		return "", false, err
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", false, fmt.Errorf("statestore: marker id: %w", err)
+	}
+	id := hex.EncodeToString(b[:])
+	op := "ensure marker of space " + space
+	created, err := r.c.SetNX(ctx, markerKey(space), id, 0).Result()
+	if err != nil {
+		return "", false, r.fail(op, err)
+	}
+	if created {
+		return id, true, nil
+	}
+	cur, err := r.c.Get(ctx, markerKey(space)).Result()
+	if err != nil {
+		// Including redis.Nil: the marker vanished right after SETNX saw it.
+		return "", false, r.fail(op, err)
+	}
+	return cur, false, nil
+}
+
+// CheckMarker implements Store.
+func (r *Redis) CheckMarker(ctx context.Context, space, id string) error {
+	if err := r.check(space); err != nil {
+		return err
+	}
+	cur, err := r.c.Get(ctx, markerKey(space)).Result()
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("%w: space %s: marker %s is missing", ErrStoreReset, space, id)
+	}
+	if err != nil {
+		return r.fail("check marker of space "+space, err)
+	}
+	if cur != id {
+		return fmt.Errorf("%w: space %s: marker is %s, want %s", ErrStoreReset, space, cur, id)
+	}
+	return nil
+}
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.fail("ping", r.c.Ping(ctx).Err())
+}
+
+// Close implements Store. It ends every WatchHandoffs channel. Calls after
+// the first return nil.
+func (r *Redis) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		r.finish()
+		err = r.c.Close()
+	})
+	return err
+}
+
+func (r *Redis) check(space string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return validateSpace(space)
+}
+
+// fail wraps err for op, adding ErrUnavailable when the store could not be
+// reached (or the caller's context ended first: the outcome is unknown
+// either way). It returns nil for a nil err.
+func (r *Redis) fail(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, redis.ErrClosed) && r.closed.Load():
+		return fmt.Errorf("%w: %s", ErrClosed, op)
+	case unavailable(err):
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
+	default:
+		return fmt.Errorf("statestore: %s: %w", op, err)
+	}
+}
+
+// unavailableReplies are Redis error replies that mean "not now" rather
+// than "wrong request": loading the AOF after a restart, a failover in
+// progress, a cluster reconfiguring, a script running too long.
+var unavailableReplies = []string{"LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOREPLICAS"}
+
+func unavailable(err error) bool {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.As(err, &ne):
+		return true
+	}
+	for _, p := range unavailableReplies {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	// go-redis reports these with errors.New, not with exported values.
+	msg := err.Error()
+	return msg == "redis: connection pool timeout" || strings.HasPrefix(msg, "redis: all sentinels")
+}
+
+func replyInt(reply []any, i int) (int64, error) {
+	if i >= len(reply) {
+		return 0, fmt.Errorf("script reply has %d elements, want more than %d", len(reply), i)
+	}
+	switch v := reply[i].(type) {
+	case int64:
+		return v, nil
+	case string:
+		return strconv.ParseInt(v, 10, 64)
+	}
+	return 0, fmt.Errorf("script reply element %d is %T, want an integer", i, reply[i])
+}
+
+// leaseStatus decodes {status, holder, addr, epoch, acq_ms, exp_ms}.
+func leaseStatus(slot SlotRef, reply []any) (Lease, bool, error) {
+	status, err := replyInt(reply, 0)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	l, err := leaseReply(slot, reply)
+	return l, status == 1, err
+}
+
+func leaseReply(slot SlotRef, reply []any) (Lease, error) {
+	if len(reply) != 6 {
+		return Lease{}, fmt.Errorf("lease reply has %d elements, want 6", len(reply))
+	}
+	l := Lease{Slot: slot}
+	var ok bool
+	if l.Holder, ok = reply[1].(string); !ok {
+		return Lease{}, fmt.Errorf("lease reply: holder is %T, want a string", reply[1])
+	}
+	if l.Addr, ok = reply[2].(string); !ok {
+		return Lease{}, fmt.Errorf("lease reply: addr is %T, want a string", reply[2])
+	}
+	var n [3]int64
+	for i := range n {
+		s, _ := reply[3+i].(string)
+		if s == "" {
+			continue // absent field, e.g. a slot never leased
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return Lease{}, fmt.Errorf("lease of slot %s: field %d is %q, want a non-negative integer", slot, 3+i, s)
+		}
+		n[i] = v
+	}
+	l.Epoch, l.Acquired, l.Expires = uint64(n[0]), msTime(n[1]), msTime(n[2])
+	return l, nil
+}
+
+// msTime converts unix milliseconds, keeping 0 as the zero time.
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}

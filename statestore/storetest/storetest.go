@@ -1,0 +1,848 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/kstate-dev/kstate/internal/redistest"
+	"github.com/kstate-dev/kstate/statestore"
+)
+
+// HotSetSize is the hot-set cap a Harness must give its stores, so the suite
+// can check trimming without writing 10,000 keys.
+const HotSetSize = 64
+
+const (
+	// longTTL outlives any test: a lease that must stay live uses it.
+	longTTL = time.Hour
+	// shortTTL is for leases a test lets expire with Advance(expire).
+	shortTTL = 200 * time.Millisecond
+	expire   = 2 * shortTTL
+	// midTTL is for a lease that must be seen live and then expired; it is
+	// long enough that a slow machine still sees it live (Redis judges by
+	// real time).
+	midTTL = 2 * time.Second
+	// waitFor bounds waiting for asynchronous deliveries (handoffs).
+	waitFor = 10 * time.Second
+)
+
+// Harness makes stores for the suite.
+type Harness interface {
+	// New returns a store for t, configured with HotSetSize and closed when
+	// t ends. It may share a backend with other tests: the suite keeps each
+	// test in its own entity space and holder names.
+	New(t *testing.T) statestore.Store
+	// Advance moves the store's clock of t's store forward by at least d:
+	// a fake clock step in memory, a real wait against Redis (whose TIME
+	// judges expiry).
+	Advance(t *testing.T, d time.Duration)
+}
+
+// Run runs the contract suite. Subtests run in parallel.
+func Run(t *testing.T, h Harness) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, *env)
+	}{
+		{"AcquireFreeSlot", testAcquireFreeSlot},
+		{"AcquireHeldByAnother", testAcquireHeld},
+		{"ReacquireOwnLeaseRaisesEpoch", testReacquireOwn},
+		{"ReleaseKeepsEpoch", testReleaseKeepsEpoch},
+		{"ReleaseOfStaleLeaseIsNoop", testReleaseStale},
+		{"LeaseLiveUntilExpiry", testLiveUntilExpiry},
+		{"TakeoverAfterExpiry", testTakeoverAfterExpiry},
+		{"RenewExtends", testRenewExtends},
+		{"RenewAfterExpiryWithoutTakeover", testRenewAfterExpiry},
+		{"EpochNeverDecreases", testEpochMonotonic},
+		{"ConcurrentAcquireHasOneWinner", testConcurrentAcquire},
+		{"FencedFlushWritesNothing", testFencedFlush},
+		{"FlushAfterReleaseIsFenced", testFlushAfterRelease},
+		{"FlushOfUnleasedSlotIsFenced", testFlushUnleasedSlot},
+		{"EmptyFlushChecksFence", testEmptyFlush},
+		{"VersionRejection", testVersionRejection},
+		{"Tombstones", testTombstones},
+		{"HotKeysOrder", testHotKeysOrder},
+		{"HotSetTrim", testHotSetTrim},
+		{"LastAccessDefaultsToStoreTime", testLastAccessDefault},
+		{"LoadMissingKeys", testLoadMissing},
+		{"SlotsAreIsolated", testSlotsIsolated},
+		{"RoundTrip5000", testRoundTrip5000},
+		{"DedupAndBinaryRoundTrip", testDedupAndBinary},
+		{"Markers", testMarkers},
+		{"Handoff", testHandoff},
+		{"InvalidArguments", testInvalidArguments},
+		{"Closed", testClosed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := &env{h: h, s: h.New(t), ctx: context.Background(), space: redistest.UniqueSpace(t)}
+			e.slot = statestore.SlotRef{Space: e.space, Slot: 7}
+			tc.fn(t, e)
+		})
+	}
+}
+
+type env struct {
+	h     Harness
+	s     statestore.Store
+	ctx   context.Context
+	space string
+	slot  statestore.SlotRef
+}
+
+func (e *env) acquire(t *testing.T, holder string, ttl time.Duration) statestore.Lease {
+	t.Helper()
+	l, err := e.s.Acquire(e.ctx, e.slot, holder, holder+":8080", ttl)
+	if err != nil {
+		t.Fatalf("Acquire(%s, %s): %v", e.slot, holder, err)
+	}
+	return l
+}
+
+func (e *env) flush(t *testing.T, l statestore.Lease, recs ...*statestore.Record) statestore.FlushResult {
+	t.Helper()
+	res, err := e.s.Flush(e.ctx, l, recs)
+	if err != nil {
+		t.Fatalf("Flush(%d records at epoch %d): %v", len(recs), l.Epoch, err)
+	}
+	return res
+}
+
+func (e *env) load(t *testing.T, keys ...string) map[string]*statestore.Record {
+	t.Helper()
+	got, err := e.s.Load(e.ctx, e.slot, keys)
+	if err != nil {
+		t.Fatalf("Load(%v): %v", keys, err)
+	}
+	return got
+}
+
+func (e *env) current(t *testing.T) statestore.Lease {
+	t.Helper()
+	l, err := e.s.Current(e.ctx, e.slot)
+	if err != nil {
+		t.Fatalf("Current(%s): %v", e.slot, err)
+	}
+	return l
+}
+
+func (e *env) hot(t *testing.T, n int) []string {
+	t.Helper()
+	keys, err := e.s.HotKeys(e.ctx, e.slot, n)
+	if err != nil {
+		t.Fatalf("HotKeys(%d): %v", n, err)
+	}
+	return keys
+}
+
+// base is a fixed past time for LastAccess values, at millisecond
+// precision as stored.
+var base = time.UnixMilli(1_700_000_000_000)
+
+func rec(key string, version uint64, state string) *statestore.Record {
+	return &statestore.Record{Key: key, Version: version, State: []byte(state), LastAccess: base}
+}
+
+// recordOpts compares loaded records; LastAccess compares by instant.
+var recordOpts = cmp.Options{cmpopts.EquateEmpty()}
+
+func wantFenced(t *testing.T, err error, ours, current statestore.Lease) {
+	t.Helper()
+	if !errors.Is(err, statestore.ErrFenced) {
+		t.Fatalf("err = %v, want ErrFenced", err)
+	}
+	var fe *statestore.FencedError
+	if !errors.As(err, &fe) {
+		t.Fatalf("err = %T %v, want a *FencedError", err, err)
+	}
+	if diff := cmp.Diff(ours, fe.Lease); diff != "" {
+		t.Errorf("FencedError.Lease (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(current, fe.Current); diff != "" {
+		t.Errorf("FencedError.Current (-want +got):\n%s", diff)
+	}
+	for _, s := range []string{ours.Slot.String(), fmt.Sprintf("epoch %d", ours.Epoch), fmt.Sprintf("epoch %d", current.Epoch), current.Holder} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
+	}
+}
+
+func testAcquireFreeSlot(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	want := statestore.Lease{Slot: e.slot, Holder: "a", Addr: "a:8080", Epoch: 1}
+	if diff := cmp.Diff(want, l, cmpopts.IgnoreFields(statestore.Lease{}, "Acquired", "Expires")); diff != "" {
+		t.Errorf("Acquire (-want +got):\n%s", diff)
+	}
+	if l.Acquired.IsZero() || l.Expires.Sub(l.Acquired) != longTTL {
+		t.Errorf("Acquired %v, Expires %v: want Expires = Acquired + %v", l.Acquired, l.Expires, longTTL)
+	}
+	if diff := cmp.Diff(l, e.current(t)); diff != "" {
+		t.Errorf("Current after Acquire (-want +got):\n%s", diff)
+	}
+}
+
+func testAcquireHeld(t *testing.T, e *env) {
+	a := e.acquire(t, "a", longTTL)
+	_, err := e.s.Acquire(e.ctx, e.slot, "b", "b:8080", longTTL)
+	if !errors.Is(err, statestore.ErrLeaseHeld) {
+		t.Fatalf("Acquire by b of a's live lease: err = %v, want ErrLeaseHeld", err)
+	}
+	var he *statestore.HeldError
+	if !errors.As(err, &he) {
+		t.Fatalf("err = %T, want *HeldError", err)
+	}
+	if diff := cmp.Diff(a, he.Lease); diff != "" {
+		t.Errorf("HeldError.Lease (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(a, e.current(t)); diff != "" {
+		t.Errorf("Current after refused Acquire (-want +got):\n%s", diff)
+	}
+}
+
+func testReacquireOwn(t *testing.T, e *env) {
+	first := e.acquire(t, "a", longTTL)
+	second := e.acquire(t, "a", longTTL)
+	if second.Epoch != first.Epoch+1 {
+		t.Fatalf("re-Acquire epoch = %d, want %d", second.Epoch, first.Epoch+1)
+	}
+	// The earlier incarnation is fenced: a restarted agent cannot race its
+	// own previous process.
+	_, err := e.s.Flush(e.ctx, first, []*statestore.Record{rec("k", 1, "x")})
+	wantFenced(t, err, first, second)
+	_, err = e.s.Renew(e.ctx, first, longTTL)
+	wantFenced(t, err, first, second)
+	if got := e.load(t, "k"); len(got) != 0 {
+		t.Errorf("fenced Flush wrote %v", got)
+	}
+}
+
+func testReleaseKeepsEpoch(t *testing.T, e *env) {
+	a := e.acquire(t, "a", longTTL)
+	if err := e.s.Release(e.ctx, a); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if diff := cmp.Diff(statestore.Lease{Slot: e.slot, Epoch: a.Epoch}, e.current(t)); diff != "" {
+		t.Errorf("Current after Release (-want +got):\n%s", diff)
+	}
+	if b := e.acquire(t, "b", longTTL); b.Epoch != a.Epoch+1 {
+		t.Errorf("Acquire after Release: epoch = %d, want %d", b.Epoch, a.Epoch+1)
+	}
+	if err := e.s.Release(e.ctx, a); err != nil {
+		t.Errorf("second Release of a stale lease: %v, want nil", err)
+	}
+}
+
+func testReleaseStale(t *testing.T, e *env) {
+	a := e.acquire(t, "a", shortTTL)
+	e.h.Advance(t, expire)
+	b := e.acquire(t, "b", longTTL)
+	if err := e.s.Release(e.ctx, a); err != nil {
+		t.Fatalf("Release of a superseded lease: %v, want nil", err)
+	}
+	if diff := cmp.Diff(b, e.current(t)); diff != "" {
+		t.Errorf("a's stale Release changed b's lease (-want +got):\n%s", diff)
+	}
+}
+
+func testLiveUntilExpiry(t *testing.T, e *env) {
+	a := e.acquire(t, "a", midTTL)
+	if _, err := e.s.Acquire(e.ctx, e.slot, "b", "", longTTL); !errors.Is(err, statestore.ErrLeaseHeld) {
+		t.Fatalf("Acquire by b within a's ttl: err = %v, want ErrLeaseHeld", err)
+	}
+	e.h.Advance(t, midTTL+100*time.Millisecond)
+	b, err := e.s.Acquire(e.ctx, e.slot, "b", "", longTTL)
+	if err != nil {
+		t.Fatalf("Acquire by b after a's ttl: %v", err)
+	}
+	if b.Epoch != a.Epoch+1 {
+		t.Errorf("takeover epoch = %d, want %d", b.Epoch, a.Epoch+1)
+	}
+}
+
+func testTakeoverAfterExpiry(t *testing.T, e *env) {
+	a := e.acquire(t, "a", shortTTL)
+	e.h.Advance(t, expire)
+	b := e.acquire(t, "b", longTTL)
+	if b.Epoch != a.Epoch+1 {
+		t.Fatalf("takeover epoch = %d, want %d", b.Epoch, a.Epoch+1)
+	}
+	_, err := e.s.Renew(e.ctx, a, longTTL)
+	wantFenced(t, err, a, b)
+}
+
+func testRenewExtends(t *testing.T, e *env) {
+	a := e.acquire(t, "a", longTTL)
+	r, err := e.s.Renew(e.ctx, a, 2*longTTL)
+	if err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if diff := cmp.Diff(a, r, cmpopts.IgnoreFields(statestore.Lease{}, "Expires")); diff != "" {
+		t.Errorf("Renew changed more than Expires (-want +got):\n%s", diff)
+	}
+	if !r.Expires.After(a.Expires) {
+		t.Errorf("Renew: Expires %v, want after %v", r.Expires, a.Expires)
+	}
+	if diff := cmp.Diff(r, e.current(t)); diff != "" {
+		t.Errorf("Current after Renew (-want +got):\n%s", diff)
+	}
+}
+
+func testRenewAfterExpiry(t *testing.T, e *env) {
+	a := e.acquire(t, "a", shortTTL)
+	e.h.Advance(t, expire)
+	r, err := e.s.Renew(e.ctx, a, longTTL)
+	if err != nil {
+		t.Fatalf("Renew of an expired lease nobody took: %v", err)
+	}
+	if r.Epoch != a.Epoch {
+		t.Errorf("Renew epoch = %d, want %d", r.Epoch, a.Epoch)
+	}
+	if _, err := e.s.Acquire(e.ctx, e.slot, "b", "", longTTL); !errors.Is(err, statestore.ErrLeaseHeld) {
+		t.Errorf("Acquire by b after a renewed: err = %v, want ErrLeaseHeld", err)
+	}
+	e.flush(t, r, rec("k", 1, "x")) // the renewed lease still writes
+}
+
+func testEpochMonotonic(t *testing.T, e *env) {
+	var last uint64
+	for i := range 12 {
+		holder := []string{"a", "b", "c"}[i%3]
+		l := e.acquire(t, holder, longTTL)
+		if l.Epoch != last+1 {
+			t.Fatalf("round %d: %s got epoch %d, want %d", i, holder, l.Epoch, last+1)
+		}
+		last = l.Epoch
+		e.flush(t, l, rec("k", uint64(i), "x"))
+		if i%2 == 0 {
+			if err := e.s.Release(e.ctx, l); err != nil {
+				t.Fatalf("round %d: Release: %v", i, err)
+			}
+			if got := e.current(t).Epoch; got != last {
+				t.Fatalf("round %d: epoch after Release = %d, want %d", i, got, last)
+			}
+		} else {
+			// Another holder may only take it once it expired: make it so.
+			if _, err := e.s.Renew(e.ctx, l, shortTTL); err != nil {
+				t.Fatalf("round %d: Renew: %v", i, err)
+			}
+			e.h.Advance(t, expire)
+		}
+	}
+}
+
+func testConcurrentAcquire(t *testing.T, e *env) {
+	const n = 16
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		leases  = make([]statestore.Lease, n)
+		errs    = make([]error, n)
+		holders = make([]string, n)
+	)
+	for i := range n {
+		holders[i] = fmt.Sprintf("pod-%02d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			leases[i], errs[i] = e.s.Acquire(e.ctx, e.slot, holders[i], "", longTTL)
+		}()
+	}
+	close(start)
+	wg.Wait()
+
+	var winner *statestore.Lease
+	for i, err := range errs {
+		if err == nil {
+			if winner != nil {
+				t.Fatalf("two winners: %s and %s", winner.Holder, holders[i])
+			}
+			winner = &leases[i]
+		}
+	}
+	if winner == nil {
+		t.Fatalf("no winner; errors: %v", errs)
+	}
+	if winner.Epoch != 1 {
+		t.Errorf("winner epoch = %d, want 1", winner.Epoch)
+	}
+	for i, err := range errs {
+		var he *statestore.HeldError
+		if err != nil && (!errors.As(err, &he) || he.Lease.Holder != winner.Holder || he.Lease.Epoch != 1) {
+			t.Errorf("%s: err = %v, want a HeldError naming %s at epoch 1", holders[i], err, winner.Holder)
+		}
+	}
+}
+
+func testFencedFlush(t *testing.T, e *env) {
+	a := e.acquire(t, "a", shortTTL)
+	e.flush(t, a, rec("k1", 1, "one"))
+	e.h.Advance(t, expire)
+	b := e.acquire(t, "b", longTTL)
+
+	_, err := e.s.Flush(e.ctx, a, []*statestore.Record{
+		rec("k1", 2, "late"),
+		rec("k2", 1, "late"),
+		{Key: "k1", Version: 3, Deleted: true},
+	})
+	wantFenced(t, err, a, b)
+	if diff := cmp.Diff(map[string]*statestore.Record{"k1": rec("k1", 1, "one")}, e.load(t, "k1", "k2"), recordOpts); diff != "" {
+		t.Errorf("fenced Flush changed records (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"k1"}, e.hot(t, 10)); diff != "" {
+		t.Errorf("fenced Flush changed the hot set (-want +got):\n%s", diff)
+	}
+}
+
+func testFlushAfterRelease(t *testing.T, e *env) {
+	a := e.acquire(t, "a", longTTL)
+	if err := e.s.Release(e.ctx, a); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	_, err := e.s.Flush(e.ctx, a, []*statestore.Record{rec("k", 1, "x")})
+	wantFenced(t, err, a, statestore.Lease{Slot: e.slot, Epoch: a.Epoch})
+	if got := e.load(t, "k"); len(got) != 0 {
+		t.Errorf("Flush after Release wrote %v", got)
+	}
+}
+
+func testFlushUnleasedSlot(t *testing.T, e *env) {
+	a := e.acquire(t, "a", longTTL)
+	other := a
+	other.Slot.Slot = e.slot.Slot + 1
+	_, err := e.s.Flush(e.ctx, other, []*statestore.Record{rec("k", 1, "x")})
+	wantFenced(t, err, other, statestore.Lease{Slot: other.Slot})
+}
+
+func testEmptyFlush(t *testing.T, e *env) {
+	a := e.acquire(t, "a", longTTL)
+	if res := e.flush(t, a); len(res.Rejected) != 0 {
+		t.Errorf("empty Flush rejected %v", res.Rejected)
+	}
+	b := e.acquire(t, "a", longTTL)
+	_, err := e.s.Flush(e.ctx, a, nil)
+	wantFenced(t, err, a, b)
+}
+
+func testVersionRejection(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	e.flush(t, l, rec("k", 5, "v5"), rec("big", 1<<63+1, "big"))
+
+	steps := []struct {
+		name         string
+		batch        []*statestore.Record
+		wantRejected []string
+		want         map[string]*statestore.Record
+	}{{
+		name:         "lower versions are rejected, the rest of the batch lands",
+		batch:        []*statestore.Record{rec("k", 3, "v3"), rec("other", 1, "o1"), rec("big", 1<<63, "smaller")},
+		wantRejected: []string{"k", "big"},
+		want:         map[string]*statestore.Record{"k": rec("k", 5, "v5"), "other": rec("other", 1, "o1"), "big": rec("big", 1<<63+1, "big")},
+	}, {
+		name:  "an equal version overwrites (a retried flush)",
+		batch: []*statestore.Record{{Key: "k", Version: 5, State: []byte("v5 again"), LastAccess: rec("k", 5, "").LastAccess}},
+		want:  map[string]*statestore.Record{"k": {Key: "k", Version: 5, State: []byte("v5 again"), LastAccess: rec("k", 5, "").LastAccess}},
+	}, {
+		name:  "a later record for the same key in one batch sees the earlier",
+		batch: []*statestore.Record{rec("k", 7, "v7"), rec("k", 6, "v6")},
+		want:  map[string]*statestore.Record{"k": rec("k", 7, "v7")},
+		// v6 comes after v7 in the batch, so it is the one rejected.
+		wantRejected: []string{"k"},
+	}}
+	for _, s := range steps {
+		res := e.flush(t, l, s.batch...)
+		if diff := cmp.Diff(s.wantRejected, res.Rejected, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: Rejected (-want +got):\n%s", s.name, diff)
+		}
+		keys := make([]string, 0, len(s.want))
+		for k := range s.want {
+			keys = append(keys, k)
+		}
+		if diff := cmp.Diff(s.want, e.load(t, keys...), recordOpts); diff != "" {
+			t.Errorf("%s: Load (-want +got):\n%s", s.name, diff)
+		}
+	}
+}
+
+func testTombstones(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	e.flush(t, l, rec("k", 2, "x"), rec("keep", 1, "y"))
+
+	res := e.flush(t, l, &statestore.Record{Key: "k", Version: 1, Deleted: true})
+	if diff := cmp.Diff([]string{"k"}, res.Rejected); diff != "" {
+		t.Errorf("stale tombstone: Rejected (-want +got):\n%s", diff)
+	}
+	if got := e.load(t, "k"); got["k"] == nil {
+		t.Fatal("a stale tombstone deleted the record")
+	}
+
+	res = e.flush(t, l, &statestore.Record{Key: "k", Version: 3, Deleted: true}, &statestore.Record{Key: "never-existed", Deleted: true})
+	if len(res.Rejected) != 0 {
+		t.Errorf("tombstones: Rejected = %v, want none", res.Rejected)
+	}
+	if diff := cmp.Diff(map[string]*statestore.Record{"keep": rec("keep", 1, "y")}, e.load(t, "k", "keep", "never-existed"), recordOpts); diff != "" {
+		t.Errorf("Load after tombstone (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"keep"}, e.hot(t, 10)); diff != "" {
+		t.Errorf("HotKeys after tombstone (-want +got):\n%s", diff)
+	}
+}
+
+func testHotKeysOrder(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	at := func(key string, ms int) *statestore.Record {
+		return &statestore.Record{Key: key, Version: 1, LastAccess: base.Add(time.Duration(ms) * time.Millisecond)}
+	}
+	e.flush(t, l, at("c", 30), at("a", 10), at("e", 50), at("b", 20), at("d", 40))
+
+	for _, tc := range []struct {
+		n    int
+		want []string
+	}{
+		{n: 10, want: []string{"e", "d", "c", "b", "a"}},
+		{n: 2, want: []string{"e", "d"}},
+		{n: 0, want: nil},
+		{n: -1, want: nil},
+	} {
+		if diff := cmp.Diff(tc.want, e.hot(t, tc.n), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("HotKeys(%d) (-want +got):\n%s", tc.n, diff)
+		}
+	}
+	// Touching a cold key makes it the hottest.
+	e.flush(t, l, at("a", 60))
+	if diff := cmp.Diff([]string{"a", "e"}, e.hot(t, 2)); diff != "" {
+		t.Errorf("HotKeys after touching a (-want +got):\n%s", diff)
+	}
+}
+
+func testHotSetTrim(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	const n = HotSetSize + 20
+	var recs []*statestore.Record
+	var want []string
+	for i := range n {
+		key := fmt.Sprintf("k%03d", i)
+		recs = append(recs, &statestore.Record{Key: key, Version: 1, LastAccess: base.Add(time.Duration(i) * time.Second)})
+		if i >= n-HotSetSize {
+			want = append([]string{key}, want...)
+		}
+	}
+	e.flush(t, l, recs...)
+	if diff := cmp.Diff(want, e.hot(t, 10*n)); diff != "" {
+		t.Errorf("HotKeys after writing %d keys with a cap of %d (-want +got):\n%s", n, HotSetSize, diff)
+	}
+	// Trimming the index never deletes the records.
+	if got := e.load(t, "k000"); got["k000"] == nil {
+		t.Error("the record of a key trimmed from the hot set is gone")
+	}
+}
+
+func testLastAccessDefault(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	e.flush(t, l, &statestore.Record{Key: "old", Version: 1, LastAccess: base})
+	e.flush(t, l, &statestore.Record{Key: "k", Version: 1, State: []byte("x")})
+	got := e.load(t, "k")["k"]
+	if got == nil || got.LastAccess.IsZero() {
+		t.Fatalf("Load = %+v, want a record with LastAccess set by the store", got)
+	}
+	if !got.LastAccess.After(base) {
+		t.Errorf("LastAccess = %v, want the store's time of the write (after %v)", got.LastAccess, base)
+	}
+	if diff := cmp.Diff([]string{"k", "old"}, e.hot(t, 10)); diff != "" {
+		t.Errorf("HotKeys (-want +got):\n%s", diff)
+	}
+}
+
+func testLoadMissing(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	e.flush(t, l, rec("here", 1, "x"))
+	for _, tc := range []struct {
+		keys []string
+		want []string
+	}{
+		{keys: nil, want: nil},
+		{keys: []string{"nope"}, want: nil},
+		{keys: []string{"nope", "here", "also-not"}, want: []string{"here"}},
+	} {
+		got, err := e.s.Load(e.ctx, e.slot, tc.keys)
+		if err != nil {
+			t.Fatalf("Load(%v): %v", tc.keys, err)
+		}
+		if got == nil {
+			t.Errorf("Load(%v) = nil map, want an empty one", tc.keys)
+		}
+		var keys []string
+		for k := range got {
+			keys = append(keys, k)
+		}
+		if diff := cmp.Diff(tc.want, keys, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("Load(%v) keys (-want +got):\n%s", tc.keys, diff)
+		}
+	}
+}
+
+func testSlotsIsolated(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	e.flush(t, l, rec("k", 1, "slot 7"))
+	other := statestore.SlotRef{Space: e.space, Slot: 8}
+	ol, err := e.s.Acquire(e.ctx, other, "b", "", longTTL)
+	if err != nil {
+		t.Fatalf("Acquire of another slot: %v", err)
+	}
+	if ol.Epoch != 1 {
+		t.Errorf("other slot's epoch = %d, want 1 (epochs are per slot)", ol.Epoch)
+	}
+	if got, err := e.s.Load(e.ctx, other, []string{"k"}); err != nil || len(got) != 0 {
+		t.Errorf("Load of k in slot 8 = %v, %v; want nothing (it was written to slot 7)", got, err)
+	}
+	if got, err := e.s.HotKeys(e.ctx, other, 10); err != nil || len(got) != 0 {
+		t.Errorf("HotKeys of slot 8 = %v, %v; want none", got, err)
+	}
+}
+
+func testRoundTrip5000(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	rng := rand.New(rand.NewSource(1))
+	const n = 5000
+	want := make(map[string]*statestore.Record, n)
+	recs := make([]*statestore.Record, 0, n)
+	keys := make([]string, 0, n)
+	for i := range n {
+		state := make([]byte, 1+rng.Intn(300))
+		rng.Read(state)
+		r := &statestore.Record{
+			Key:        fmt.Sprintf("entity-%05d", i),
+			Version:    uint64(rng.Int63()),
+			State:      state,
+			LastAccess: base.Add(time.Duration(rng.Intn(1e6)) * time.Millisecond),
+		}
+		if i%3 == 0 {
+			r.Dedup = []statestore.DedupEntry{{Source: "/src", ID: fmt.Sprint(i), Outcome: state[:1]}}
+		}
+		recs = append(recs, r)
+		keys = append(keys, r.Key)
+		want[r.Key] = r
+	}
+	if res := e.flush(t, l, recs...); len(res.Rejected) != 0 {
+		t.Fatalf("Flush rejected %d records of a fresh slot", len(res.Rejected))
+	}
+	got := e.load(t, keys...)
+	if len(got) != n {
+		t.Fatalf("Load returned %d of %d records", len(got), n)
+	}
+	// cmp.Diff of the whole map takes seconds under -race; diff only the
+	// records that differ.
+	bad := 0
+	for k, w := range want {
+		g := got[k]
+		if g != nil && g.Version == w.Version && bytes.Equal(g.State, w.State) && g.LastAccess.Equal(w.LastAccess) && len(g.Dedup) == len(w.Dedup) &&
+			(len(w.Dedup) == 0 || g.Dedup[0].ID == w.Dedup[0].ID && bytes.Equal(g.Dedup[0].Outcome, w.Dedup[0].Outcome)) {
+			continue
+		}
+		if bad++; bad <= 3 {
+			t.Errorf("Load after Flush of %d records: %s (-want +got):\n%s", n, k, cmp.Diff(w, g, recordOpts))
+		}
+	}
+	if hot := e.hot(t, n); len(hot) != HotSetSize {
+		t.Errorf("hot set holds %d keys, want the cap %d", len(hot), HotSetSize)
+	}
+}
+
+func testDedupAndBinary(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	want := map[string]*statestore.Record{
+		"dedup": {Key: "dedup", Version: 1, LastAccess: base, State: []byte(`{"n":1}`), Dedup: []statestore.DedupEntry{
+			{Source: "/orders", ID: "1", Outcome: []byte{0, 1, 2, 255}},
+			{Source: "urn:x", ID: "ünïcode", Outcome: []byte("ok")},
+			{Source: "/orders", ID: "3"},
+		}},
+		"{braces}:and:colons/é": {Key: "{braces}:and:colons/é", Version: 2, LastAccess: base, State: []byte{0, '\r', '\n', 0xff}},
+		"empty-state":           {Key: "empty-state", Version: 3, LastAccess: base},
+	}
+	var recs []*statestore.Record
+	var keys []string
+	for k, r := range want {
+		recs = append(recs, r)
+		keys = append(keys, k)
+	}
+	e.flush(t, l, recs...)
+	got := e.load(t, keys...)
+	if diff := cmp.Diff(want, got, recordOpts); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	// Load must not alias: changing what it returned changes nothing stored.
+	got["dedup"].Dedup[0].Outcome[0] = 42
+	if again := e.load(t, "dedup"); !bytes.Equal(again["dedup"].Dedup[0].Outcome, []byte{0, 1, 2, 255}) {
+		t.Error("changing a loaded record changed the stored one")
+	}
+}
+
+func testMarkers(t *testing.T, e *env) {
+	id, created, err := e.s.EnsureMarker(e.ctx, e.space)
+	if err != nil || !created || id == "" {
+		t.Fatalf("first EnsureMarker = %q, %v, %v; want a new id, created", id, created, err)
+	}
+	again, created, err := e.s.EnsureMarker(e.ctx, e.space)
+	if err != nil || created || again != id {
+		t.Fatalf("second EnsureMarker = %q, %v, %v; want %q, not created", again, created, err, id)
+	}
+	if err := e.s.CheckMarker(e.ctx, e.space, id); err != nil {
+		t.Errorf("CheckMarker(own id): %v", err)
+	}
+	other := e.space + "-other"
+	for _, tc := range []struct{ space, id string }{{e.space, "not-the-id"}, {other, id}} {
+		if err := e.s.CheckMarker(e.ctx, tc.space, tc.id); !errors.Is(err, statestore.ErrStoreReset) {
+			t.Errorf("CheckMarker(%s, %s) = %v, want ErrStoreReset", tc.space, tc.id, err)
+		}
+	}
+	oid, created, err := e.s.EnsureMarker(e.ctx, other)
+	if err != nil || !created || oid == id {
+		t.Errorf("EnsureMarker of another space = %q, %v, %v; want its own new id", oid, created, err)
+	}
+}
+
+// receive waits for the next request on ch, repeating send while it waits,
+// as an asker does (pub/sub may drop a request sent before delivery works).
+func receive(t *testing.T, ch <-chan statestore.HandoffRequest, send func()) statestore.HandoffRequest {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		send()
+		select {
+		case req, ok := <-ch:
+			if !ok {
+				t.Fatal("handoff channel closed while waiting")
+			}
+			return req
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no handoff request within %v", waitFor)
+		}
+	}
+}
+
+func waitClosed(t *testing.T, ch <-chan statestore.HandoffRequest) {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("handoff channel not closed within %v", waitFor)
+		}
+	}
+}
+
+func testHandoff(t *testing.T, e *env) {
+	holder, other := e.space+"/pod-a", e.space+"/pod-b"
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	ch, err := e.s.WatchHandoffs(ctx, holder)
+	if err != nil {
+		t.Fatalf("WatchHandoffs: %v", err)
+	}
+	forOther := statestore.HandoffRequest{Slot: e.slot, Asker: "x", AskerAddr: "x:1"}
+	want := statestore.HandoffRequest{Slot: e.slot, Asker: "pod-c", AskerAddr: "10.0.0.3:8080"}
+	got := receive(t, ch, func() {
+		// A request for another holder, sent first, must not arrive here.
+		if err := e.s.RequestHandoff(e.ctx, forOther, other); err != nil {
+			t.Fatalf("RequestHandoff to %s: %v", other, err)
+		}
+		if err := e.s.RequestHandoff(e.ctx, want, holder); err != nil {
+			t.Fatalf("RequestHandoff to %s: %v", holder, err)
+		}
+	})
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("handoff request (-want +got):\n%s", diff)
+	}
+	cancel()
+	waitClosed(t, ch)
+}
+
+func testInvalidArguments(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	noHolder := l
+	noHolder.Holder = ""
+	tests := []struct {
+		name string
+		call func() error
+		want string // in the error message
+	}{
+		{"empty holder", func() error { _, err := e.s.Acquire(e.ctx, e.slot, "", "", longTTL); return err }, "holder"},
+		{"zero ttl", func() error { _, err := e.s.Acquire(e.ctx, e.slot, "a", "", 0); return err }, "ttl"},
+		{"sub-millisecond ttl", func() error { _, err := e.s.Renew(e.ctx, l, time.Microsecond); return err }, "ttl"},
+		{"empty space", func() error { _, err := e.s.Load(e.ctx, statestore.SlotRef{}, []string{"k"}); return err }, "space"},
+		{"brace in space", func() error {
+			_, err := e.s.HotKeys(e.ctx, statestore.SlotRef{Space: "ns/a}b"}, 1)
+			return err
+		}, "ns/a}b"},
+		{"nil record", func() error { _, err := e.s.Flush(e.ctx, l, []*statestore.Record{nil}); return err }, "record 0"},
+		{"empty key", func() error {
+			_, err := e.s.Flush(e.ctx, l, []*statestore.Record{rec("k", 1, ""), {Version: 1}})
+			return err
+		}, "record 1 has an empty key"},
+		{"flush without holder", func() error { _, err := e.s.Flush(e.ctx, noHolder, nil); return err }, "holder"},
+		{"handoff to nobody", func() error { return e.s.RequestHandoff(e.ctx, statestore.HandoffRequest{Slot: e.slot}, "") }, "holder"},
+	}
+	for _, tc := range tests {
+		err := tc.call()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want an error mentioning %q", tc.name, err, tc.want)
+		}
+		if errors.Is(err, statestore.ErrUnavailable) || errors.Is(err, statestore.ErrFenced) {
+			t.Errorf("%s: err = %v, want a plain argument error", tc.name, err)
+		}
+	}
+	if got := e.load(t, "k"); len(got) != 0 {
+		t.Errorf("a rejected Flush wrote %v", got)
+	}
+}
+
+func testClosed(t *testing.T, e *env) {
+	l := e.acquire(t, "a", longTTL)
+	ch, err := e.s.WatchHandoffs(e.ctx, e.space+"/pod-a")
+	if err != nil {
+		t.Fatalf("WatchHandoffs: %v", err)
+	}
+	if err := e.s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	waitClosed(t, ch)
+	calls := map[string]func() error{
+		"Load":           func() error { _, err := e.s.Load(e.ctx, e.slot, []string{"k"}); return err },
+		"Flush":          func() error { _, err := e.s.Flush(e.ctx, l, nil); return err },
+		"HotKeys":        func() error { _, err := e.s.HotKeys(e.ctx, e.slot, 1); return err },
+		"Acquire":        func() error { _, err := e.s.Acquire(e.ctx, e.slot, "a", "", longTTL); return err },
+		"Renew":          func() error { _, err := e.s.Renew(e.ctx, l, longTTL); return err },
+		"Release":        func() error { return e.s.Release(e.ctx, l) },
+		"Current":        func() error { _, err := e.s.Current(e.ctx, e.slot); return err },
+		"RequestHandoff": func() error { return e.s.RequestHandoff(e.ctx, statestore.HandoffRequest{Slot: e.slot}, "a") },
+		"WatchHandoffs":  func() error { _, err := e.s.WatchHandoffs(e.ctx, "a"); return err },
+		"EnsureMarker":   func() error { _, _, err := e.s.EnsureMarker(e.ctx, e.space); return err },
+		"CheckMarker":    func() error { return e.s.CheckMarker(e.ctx, e.space, "x") },
+		"Ping":           func() error { return e.s.Ping(e.ctx) },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, statestore.ErrClosed) {
+			t.Errorf("%s after Close: err = %v, want ErrClosed", name, err)
+		}
+	}
+	if err := e.s.Close(); err != nil {
+		t.Errorf("second Close: %v, want nil", err)
+	}
+}
