@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+	"k8s.io/utils/clock"
 
 	functionv1 "github.com/kstate-dev/kstate/proto/function/v1"
 	"github.com/kstate-dev/kstate/statestore"
@@ -177,4 +178,19 @@ func invokeFollowing(ctx context.Context, agents map[string]*Agent, pod string, 
 		return res, pod, err
 	}
 	return nil, pod, errors.New("too many 421 hops")
+}
+
+// startAgentF is startAgent for fuzz targets.
+func startAgentF(f *testing.F, cfg Config) *Agent {
+	s := statestore.NewMemory(clock.RealClock{})
+	a, err := New(cfg, s, &counterFn{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	a.Start(context.Background())
+	f.Cleanup(a.Stop)
+	for !a.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	return a
 }
