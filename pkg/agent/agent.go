@@ -76,8 +76,8 @@ type Agent struct {
 	flushWait   chan struct{} // closed and replaced after every flush round
 
 	stats struct {
-		requests, hits, misses, duplicates         atomic.Int64
-		flushes, flushedEntities, rejectedWrites   atomic.Int64
+		requests, hits, misses, duplicates          atomic.Int64
+		flushes, flushedEntities, rejectedWrites    atomic.Int64
 		handoffsIn, handoffsOut, preloaded, evicted atomic.Int64
 	}
 }

@@ -30,11 +30,11 @@ const (
 // by its environment name, its value and what was expected.
 type Config struct {
 	// Identity and addresses.
-	Pod          string // KSTATE_POD_NAME: lease holder id; the pod name.
+	Pod           string // KSTATE_POD_NAME: lease holder id; the pod name.
 	AdvertiseAddr string // KSTATE_POD_ADDR: host:port others are told to send to (421).
-	Addr         string // KSTATE_ADDR: serving address (HTTP + CloudEvents).
-	AdminAddr    string // KSTATE_ADMIN_ADDR: admin gRPC API.
-	FunctionAddr string // KSTATE_FUNCTION_ADDR: the user function's gRPC address.
+	Addr          string // KSTATE_ADDR: serving address (HTTP + CloudEvents).
+	AdminAddr     string // KSTATE_ADMIN_ADDR: admin gRPC API.
+	FunctionAddr  string // KSTATE_FUNCTION_ADDR: the user function's gRPC address.
 
 	// Entity space.
 	Space      string // KSTATE_SPACE: "<namespace>/<name>".

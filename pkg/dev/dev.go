@@ -71,7 +71,9 @@ func Run(ctx context.Context, o Options, out io.Writer, log *zap.SugaredLogger) 
 	}
 	fnCtx, stopFn := context.WithCancel(context.WithoutCancel(ctx))
 	fnDone := make(chan error, 1)
-	go func() { fnDone <- sdk.ServeListener(fnCtx, fnLis, ex.Handler(), sdk.WithLogger(log), sdk.WithDrainTimeout(time.Second)) }()
+	go func() {
+		fnDone <- sdk.ServeListener(fnCtx, fnLis, ex.Handler(), sdk.WithLogger(log), sdk.WithDrainTimeout(time.Second))
+	}()
 	defer func() { stopFn(); <-fnDone }()
 
 	cfg := agent.DefaultConfig()
