@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"k8s.io/utils/clock"
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/kstate-dev/kstate/examples/counter"
 	"github.com/kstate-dev/kstate/internal/redistest"
