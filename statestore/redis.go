@@ -42,6 +42,11 @@ type RedisOptions struct {
 	// ClientName is set on every connection (CLIENT SETNAME), e.g. the pod
 	// name, so CLIENT LIST shows who is connected.
 	ClientName string
+	// Lazy skips the connect check: NewRedis then fails only for a bad URL,
+	// and the first operation connects (scripts load through EVALSHA's EVAL
+	// fallback). The agent uses it so an unreachable Redis keeps it unready
+	// instead of crash-looping.
+	Lazy bool
 }
 
 // Redis is the Store on Redis (single node, Sentinel or Cluster). The key
@@ -90,6 +95,9 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 	}
 	r := &Redis{c: c, opts: opts}
 	r.done, r.finish = context.WithCancel(context.Background())
+	if opts.Lazy {
+		return r, nil
+	}
 
 	if err := c.Ping(ctx).Err(); err != nil {
 		c.Close()

@@ -574,8 +574,11 @@ func (a *Agent) renewAll() {
 			case errors.Is(err, statestore.ErrFenced):
 				a.fenced(s, lease, err)
 			default:
-				// Outage: keep serving warm entities. Nobody else can take
-				// the slot while the store is unreachable for them too.
+				// Outage: keep serving warm entities. In a full outage nobody
+				// else can take the slot either. If only this agent is cut
+				// off, another may take it after the TTL, and the store's
+				// fencing then rejects what we buffered: the documented loss
+				// case (docs/architecture.md, "What can be lost").
 				a.noteStoreErr(err)
 			}
 		}(s, lease)

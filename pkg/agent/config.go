@@ -79,7 +79,7 @@ type Config struct {
 	Sink string
 }
 
-// DefaultConfig returns the defaults documented in docs/annotations.md.
+// DefaultConfig returns the defaults; docs/architecture.md explains them.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{

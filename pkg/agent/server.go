@@ -55,11 +55,13 @@ func NewServer(ctx context.Context, cfg Config, log *zap.SugaredLogger) (*Server
 	if s.cfg.AdvertiseAddr == "" {
 		s.cfg.AdvertiseAddr = s.httpLn.Addr().String()
 	}
-	s.store, err = statestore.NewRedis(ctx, cfg.StoreURL, statestore.RedisOptions{})
+	// Assign only on success: a nil *Redis in the interface is not a nil Store.
+	store, err := statestore.NewRedis(ctx, cfg.StoreURL, statestore.RedisOptions{ClientName: cfg.Pod, Lazy: true})
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("KSTATE_STORE_URL=%q: %w", statestore.Redacted(cfg.StoreURL), err)
 	}
+	s.store = store
 	s.fnConn, err = grpc.NewClient(cfg.FunctionAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// States travel whole in every call; match the SDK's limit, not gRPC's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kstate-dev/kstate/examples"
 	"github.com/kstate-dev/kstate/pkg/agent"
+	"github.com/kstate-dev/kstate/pkg/keyspec"
 	"github.com/kstate-dev/kstate/pkg/sdk"
 	"github.com/kstate-dev/kstate/statestore"
 )
@@ -22,6 +23,7 @@ type Options struct {
 	Example    string
 	Addr       string // serving address
 	Redis      string // store URL; empty: the embedded store
+	Key        string // key spec; empty: the example's own, else the defaults
 	Slots      int
 	Durability agent.Durability
 	// FlushInterval is the write-behind interval.
@@ -37,6 +39,11 @@ func (o *Options) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(o.Addr); err != nil {
 		return fmt.Errorf("--addr %q: expected HOST:PORT, e.g. 127.0.0.1:8080", o.Addr)
+	}
+	if o.Key != "" {
+		if _, err := keyspec.Parse(o.Key); err != nil {
+			return fmt.Errorf("--key: %w", err)
+		}
 	}
 	if o.Redis != "" {
 		if _, err := statestore.ParseURL(o.Redis); err != nil {
@@ -83,6 +90,9 @@ func Run(ctx context.Context, o Options, out io.Writer, log *zap.SugaredLogger) 
 	cfg.FunctionAddr = fnLis.Addr().String()
 	cfg.Space = "dev/" + ex.Name
 	cfg.KeySpec = ex.Key
+	if o.Key != "" {
+		cfg.KeySpec = o.Key
+	}
 	cfg.StoreURL = storeURL
 	if o.Slots > 0 {
 		cfg.Slots = o.Slots

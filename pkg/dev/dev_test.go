@@ -128,6 +128,7 @@ func TestDevErrors(t *testing.T) {
 	}{
 		{"unknown example", Options{Example: "nope", Addr: "127.0.0.1:0"}, `--example: unknown example "nope": expected one of counter`},
 		{"bad address", Options{Example: "counter", Addr: "8080"}, `--addr "8080": expected HOST:PORT`},
+		{"bad key spec", Options{Example: "counter", Addr: "127.0.0.1:0", Key: "headr:x"}, `--key: key spec "headr:x"`},
 		{"bad redis URL", Options{Example: "counter", Addr: "127.0.0.1:0", Redis: "http://x"}, `--redis: `},
 		{"unreachable redis", Options{Example: "counter", Addr: "127.0.0.1:0", Redis: "redis://127.0.0.1:1"}, `cannot reach Redis`},
 	}

@@ -4,7 +4,7 @@
 // use it, and the slot a request is routed to (activator) and the slot lease
 // a pod checks (agent) are both computed from the key it returns.
 //
-// Grammar of a spec (see docs/keyspec.md for the user-facing text):
+// Grammar of a spec (see docs/routing.md (Key specs) for the user-facing text):
 //
 //	header:NAME           the HTTP header NAME (canonicalized)
 //	ce:ATTRIBUTE          a CloudEvents attribute: subject, type, source, or
