@@ -468,8 +468,11 @@ func (a *Agent) fenced(s *slot, lease statestore.Lease, cause error) {
 	if a.checkReset() {
 		return
 	}
-	a.dropSlot(s, lease, true)
-	a.logger.Warnw("slot lease lost", zap.Stringer("slot", s.ref), zap.Error(cause))
+	// A renewal racing a release we made ourselves finds the lease gone too;
+	// only a slot that was still ours is news.
+	if a.dropSlot(s, lease, true) {
+		a.logger.Warnw("slot lease lost", zap.Stringer("slot", s.ref), zap.Error(cause))
+	}
 }
 
 // checkReset compares the store's marker with the one seen at start. A
@@ -734,16 +737,30 @@ func (a *Agent) Drain(ctx context.Context) (DrainSummary, error) {
 		sum.Took = a.clock.Since(start)
 		return sum, err
 	}
+	var (
+		wg       sync.WaitGroup
+		released atomic.Int64
+		sem      = make(chan struct{}, flushParallelism)
+	)
 	for _, s := range a.slots {
 		s.mu.Lock()
 		lease, phase := s.lease, s.phase
 		s.mu.Unlock()
-		if phase == phaseHeld || phase == phaseDraining {
-			a.dropSlot(s, lease, false)
-			a.releaseLease(s.ref, lease)
-			sum.Released++
+		if phase != phaseHeld && phase != phaseDraining {
+			continue
 		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if a.dropSlot(s, lease, false) {
+				a.releaseLease(s.ref, lease)
+				released.Add(1)
+			}
+		}()
 	}
+	wg.Wait()
+	sum.Released = int(released.Load())
 	sum.Took = a.clock.Since(start)
 	return sum, nil
 }

@@ -318,12 +318,13 @@ func (a *Agent) releaseLease(ref statestore.SlotRef, lease statestore.Lease) {
 
 // dropSlot forgets a slot's entities after it was handed off (lost=false,
 // everything flushed) or fenced (lost=true: its dirty entities are stale and
-// counted as rejected).
-func (a *Agent) dropSlot(s *slot, lease statestore.Lease, lost bool) {
+// counted as rejected). It reports false when the slot was not held at that
+// lease any more (dropped already).
+func (a *Agent) dropSlot(s *slot, lease statestore.Lease, lost bool) bool {
 	s.mu.Lock()
 	if s.lease.Epoch != lease.Epoch || (s.phase != phaseHeld && s.phase != phaseDraining) {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.phase = phaseFree
 	s.gaveUpAt = a.clock.Now()
@@ -350,4 +351,5 @@ func (a *Agent) dropSlot(s *slot, lease statestore.Lease, lost bool) {
 			zap.Stringer("slot", s.ref), zap.Uint64("epoch", lease.Epoch), zap.Int64("rejected", rejected))
 	}
 	a.notifyFlushed() // wake sync waiters on these entities
+	return true
 }

@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"strconv"
+	"time"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -49,8 +53,48 @@ func newDevCommand() *cobra.Command {
 	f.StringVar(&o.Key, "key", "", "key spec: header:NAME, ce:ATTRIBUTE, path:/prefix/{key} or query:NAME (default: ce:partitionkey for CloudEvents, the Kstate-Key header otherwise)")
 	f.StringVar(&o.Redis, "redis", "", "Redis URL (redis://, rediss://, redis+sentinel://, redis+cluster://); default: an embedded store")
 	f.IntVar(&o.Slots, "slots", 0, "slot count of the entity space (default 4096)")
+	f.IntVar(&o.Replicas, "replicas", 1, "agent+function replicas to start behind the key-affine router (0: start at zero)")
+	f.DurationVar(&o.ScaleToZeroAfter, "scale-to-zero-after", 0, "scale to zero after this long without requests, e.g. 30s (0: never); the next request scales back from zero with preload")
+	f.DurationVar(&o.MinHold, "min-hold", time.Second, "how long a replica keeps a slot it just took before handing it on")
+	f.DurationVar(&o.StatusEvery, "status-every", 5*time.Second, "print a status line this often when something changed (0: never)")
 	f.StringVar(&durability, "durability", "async", "async (write-behind) or sync (reply after the write lands)")
 	f.DurationVar(&o.FlushInterval, "flush-interval", 0, "write-behind flush interval (default 100ms)")
 	f.StringVar(&logLevel, "log-level", "warn", "agent log level (debug, info, warn, error)")
+	cmd.AddCommand(newDevScaleCommand())
+	return cmd
+}
+
+func newDevScaleCommand() *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{
+		Use:     "scale REPLICAS",
+		Short:   "Scale a running `dev` to REPLICAS (0 scales to zero)",
+		Example: "  kn kstate dev scale 3\n  kn kstate dev scale 0 --addr 127.0.0.1:9000",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 0 {
+				return fmt.Errorf("REPLICAS %q: expected a whole number, 0 or more", args[0])
+			}
+			resp, err := http.Post(fmt.Sprintf("http://%s%s?replicas=%d", addr, dev.ScalePath, n), "", nil)
+			if err != nil {
+				return fmt.Errorf("no kstate dev answers on %s (start one with `kn kstate dev`, or pass --addr): %w", addr, err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Error    string   `json:"error"`
+				Replicas []string `json:"replicas"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				return fmt.Errorf("%s answered %s, not kstate dev's status: %w", addr, resp.Status, err)
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("scale: %s", body.Error)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "scaled to %d replicas: %s\n", len(body.Replicas), strings.Join(body.Replicas, ", "))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address of the running dev")
 	return cmd
 }

@@ -90,7 +90,7 @@ func post(t *testing.T, addr, key, body string) string {
 // second run on the same Redis continues where the first stopped.
 func TestDevCounterFlushesOnStopAndResumes(t *testing.T) {
 	redis := redistest.Start(t)
-	o := Options{Example: "counter", Addr: freeAddr(t), Redis: redis.URL(), FlushInterval: time.Hour}
+	o := Options{Example: "counter", Addr: freeAddr(t), Redis: redis.URL(), FlushInterval: time.Hour, Replicas: 1}
 	addr, stop := startDev(t, o)
 	for i := 0; i < 3; i++ {
 		post(t, addr, "alice", `{"by": 5}`)
@@ -111,7 +111,7 @@ func TestDevCounterFlushesOnStopAndResumes(t *testing.T) {
 
 // Zero setup: the embedded store needs nothing installed.
 func TestDevEmbeddedStore(t *testing.T) {
-	addr, stop := startDev(t, Options{Example: "counter", Addr: freeAddr(t)})
+	addr, stop := startDev(t, Options{Example: "counter", Addr: freeAddr(t), Replicas: 1})
 	if got, want := post(t, addr, "bob", ``), `{"key":"bob","count":1}`; got != want {
 		t.Fatalf("got %s, want %s", got, want)
 	}
