@@ -531,7 +531,7 @@ func TestKeyErrors(t *testing.T) {
 			r.Header.Set("Content-Type", "application/cloudevents-batch+json")
 			return r
 		},
-		wantCode: http.StatusBadRequest,
+		wantCode: http.StatusUnsupportedMediaType,
 		wantMsg:  "batched CloudEvents have no single entity key",
 	}}
 	for _, tc := range tests {

@@ -92,8 +92,11 @@ func HTTPStatus(err error) int {
 		return http.StatusOK
 	case errors.Is(err, ErrBodyTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrNoKey), errors.Is(err, ErrInvalidKey),
-		errors.Is(err, ErrBatch), errors.Is(err, ErrMalformedEvent):
+	case errors.Is(err, ErrBatch):
+		// The agent answers a batch with 415 too: it is a content type
+		// kstate does not take, whatever the key spec.
+		return http.StatusUnsupportedMediaType
+	case errors.Is(err, ErrNoKey), errors.Is(err, ErrInvalidKey), errors.Is(err, ErrMalformedEvent):
 		return http.StatusBadRequest
 	default:
 		return http.StatusInternalServerError

@@ -211,7 +211,7 @@ func TestHTTPStatus(t *testing.T) {
 		{err: nil, want: http.StatusOK},
 		{err: keyspec.ErrNoKey, want: http.StatusBadRequest},
 		{err: keyspec.ErrInvalidKey, want: http.StatusBadRequest},
-		{err: keyspec.ErrBatch, want: http.StatusBadRequest},
+		{err: keyspec.ErrBatch, want: http.StatusUnsupportedMediaType},
 		{err: keyspec.ErrMalformedEvent, want: http.StatusBadRequest},
 		{err: keyspec.ErrBodyTooLarge, want: http.StatusRequestEntityTooLarge},
 		{err: errors.Join(errors.New("wrapped"), keyspec.ErrNoKey), want: http.StatusBadRequest},
