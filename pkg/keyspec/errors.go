@@ -83,7 +83,7 @@ func keyProblem(key string) string {
 
 // HTTPStatus is the status a call site answers with when extraction fails
 // with err, so the activator and the agent answer the same: 400 when the
-// request does not carry a usable key, 413 when the key is in a body larger
+// request does not carry a usable key, 415 for batched CloudEvents, 413 when the key is in a body larger
 // than the limit, 500 otherwise (for example a failed body read), and 200
 // for a nil error.
 func HTTPStatus(err error) int {
