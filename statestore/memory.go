@@ -234,6 +234,15 @@ func (m *Memory) Renew(_ context.Context, lease Lease, ttl time.Duration) (Lease
 }
 
 // Release implements Store.
+func (m *Memory) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration) ([]Lease, []error) {
+	renewed := make([]Lease, len(leases))
+	errs := make([]error, len(leases))
+	for i, l := range leases {
+		renewed[i], errs[i] = m.Renew(ctx, l, ttl)
+	}
+	return renewed, errs
+}
+
 func (m *Memory) Release(_ context.Context, lease Lease) error {
 	if err := validateLease(lease); err != nil {
 		return err

@@ -341,6 +341,65 @@ func (r *Redis) Acquire(ctx context.Context, slot SlotRef, holder, addr string, 
 }
 
 // Renew implements Store.
+func (r *Redis) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration) ([]Lease, []error) {
+	renewed := make([]Lease, len(leases))
+	errs := make([]error, len(leases))
+	cmds := make([]*redis.Cmd, len(leases))
+	for i, l := range leases {
+		if err := r.check(l.Slot.Space); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := validateTTL("renew", l.Slot, l.Holder, ttl); err != nil {
+			errs[i] = err
+		}
+	}
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, l := range leases {
+			if errs[i] == nil {
+				cmds[i] = renewScript.EvalSha(ctx, p, []string{leaseKey(l.Slot)}, l.Holder, strconv.FormatUint(l.Epoch, 10), ttl.Milliseconds())
+			}
+		}
+		return nil
+	})
+	var replyErr redis.Error
+	if err != nil && !errors.As(err, &replyErr) {
+		err = r.fail(fmt.Sprintf("renew %d leases", len(leases)), err)
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+		return renewed, errs
+	}
+	for i, l := range leases {
+		if cmds[i] == nil {
+			continue
+		}
+		cmd := cmds[i]
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			// The script cache was lost (restart, failover): EVAL puts it back.
+			cmd = renewScript.Eval(ctx, r.c, []string{leaseKey(l.Slot)}, l.Holder, strconv.FormatUint(l.Epoch, 10), ttl.Milliseconds())
+		}
+		op := "renew slot " + l.Slot.String()
+		reply, err := cmd.Slice()
+		if err != nil {
+			errs[i] = r.fail(op, err)
+			continue
+		}
+		cur, ok, err := leaseStatus(l.Slot, reply)
+		switch {
+		case err != nil:
+			errs[i] = fmt.Errorf("statestore: %s: %w", op, err)
+		case !ok:
+			errs[i] = &FencedError{Lease: l, Current: cur}
+		default:
+			renewed[i] = cur
+		}
+	}
+	return renewed, errs
+}
+
 func (r *Redis) Renew(ctx context.Context, lease Lease, ttl time.Duration) (Lease, error) {
 	if err := r.check(lease.Slot.Space); err != nil {
 		return Lease{}, err

@@ -121,6 +121,10 @@ type Store interface {
 	// Renew extends a lease still held at its epoch (also after it expired,
 	// provided nobody took it over). Otherwise it returns ErrFenced.
 	Renew(ctx context.Context, lease Lease, ttl time.Duration) (Lease, error)
+	// RenewAll renews many leases in one round trip, with Renew's rules for
+	// each; errs[i] (nil, ErrFenced, or ErrUnavailable when the round trip
+	// failed) belongs to leases[i].
+	RenewAll(ctx context.Context, leases []Lease, ttl time.Duration) (renewed []Lease, errs []error)
 	// Release frees a lease still held at its epoch, keeping the epoch.
 	// Releasing a lease that is no longer current is not an error.
 	Release(ctx context.Context, lease Lease) error

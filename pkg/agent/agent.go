@@ -549,29 +549,31 @@ func (a *Agent) renewLoop() {
 	}
 }
 
+// renewAll renews every held lease, renewBatch leases per round trip.
 func (a *Agent) renewAll() {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, flushParallelism)
+	var slots []*slot
+	var leases []statestore.Lease
 	for _, s := range a.slots {
 		s.mu.Lock()
-		lease, phase := s.lease, s.phase
-		s.mu.Unlock()
-		if phase != phaseHeld && phase != phaseDraining {
-			continue
+		if s.phase == phaseHeld || s.phase == phaseDraining {
+			slots = append(slots, s)
+			leases = append(leases, s.lease)
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(s *slot, lease statestore.Lease) {
-			defer func() { <-sem; wg.Done() }()
-			ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
-			renewed, err := a.store.Renew(ctx, lease, a.cfg.LeaseTTL)
-			cancel()
+		s.mu.Unlock()
+	}
+	for start := 0; start < len(leases); start += renewBatch {
+		end := min(start+renewBatch, len(leases))
+		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
+		renewed, errs := a.store.RenewAll(ctx, leases[start:end], a.cfg.LeaseTTL)
+		cancel()
+		for i, err := range errs {
+			s, lease := slots[start+i], leases[start+i]
 			switch {
 			case err == nil:
 				a.storeOK.Store(true)
 				s.mu.Lock()
 				if s.lease.Epoch == lease.Epoch {
-					s.lease = renewed
+					s.lease = renewed[i]
 				}
 				s.mu.Unlock()
 			case errors.Is(err, statestore.ErrFenced):
@@ -584,10 +586,12 @@ func (a *Agent) renewAll() {
 				// case (docs/architecture.md, "What can be lost").
 				a.noteStoreErr(err)
 			}
-		}(s, lease)
+		}
 	}
-	wg.Wait()
 }
+
+// renewBatch bounds one renewal round trip; 4,096 held slots take 8.
+const renewBatch = 512
 
 func (a *Agent) handoffLoop() {
 	for a.ctx.Err() == nil {
@@ -744,6 +748,15 @@ func (a *Agent) Drain(ctx context.Context) (DrainSummary, error) {
 	)
 	for _, s := range a.slots {
 		s.mu.Lock()
+		for s.phase == phaseAcquiring {
+			// An acquisition that started before the drain (its events were
+			// waiting for it) may still win the lease: wait, then release
+			// what it got, so no lease is left to expire.
+			at := s.attempt
+			s.mu.Unlock()
+			<-at.done
+			s.mu.Lock()
+		}
 		lease, phase := s.lease, s.phase
 		s.mu.Unlock()
 		if phase != phaseHeld && phase != phaseDraining {
@@ -834,12 +847,11 @@ func (a *Agent) prepareSlot(ctx context.Context, s *slot, n int, maxBytes int64)
 			lctx, cancel := context.WithTimeout(ctx, a.cfg.FlushTimeout)
 			lease, err := a.store.Acquire(lctx, s.ref, a.cfg.Pod, a.cfg.advertise(), a.cfg.LeaseTTL)
 			cancel()
-			var held *statestore.HeldError
-			switch {
-			case errors.As(err, &held):
-				err = &NotOwnerError{Slot: s.ref.Slot, Holder: held.Lease.Holder, Addr: held.Lease.Addr}
-			case err != nil:
-				err = &UnavailableError{Err: err}
+			if err != nil {
+				// Events that queued behind this attempt start their own,
+				// which asks the holder for a handoff: a preload is no
+				// reason to turn them away.
+				err = errPreloadOnly
 			}
 			a.finishAcquire(s, at, lease, err, false)
 		} else {

@@ -13,6 +13,8 @@ var (
 	errDraining   = errors.New("agent is shutting down: retry on another replica")
 	errStoreReset = errors.New("the state store came back empty (reset detected); refusing to serve until it is restored")
 	errSlotLost   = errors.New("the slot moved to another holder while this event ran; it was not applied")
+	// errPreloadOnly ends a preload's try at a lease another agent holds.
+	errPreloadOnly = errors.New("slot held elsewhere; preloaded as a hint")
 )
 
 // NotOwnerError: another agent holds the slot's lease. The ingress answers

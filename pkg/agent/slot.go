@@ -106,7 +106,7 @@ func (a *Agent) enter(ctx context.Context, s *slot) (statestore.Lease, error) {
 			case <-ctx.Done():
 				return statestore.Lease{}, fmt.Errorf("waiting for slot %d: %w", s.ref.Slot, errDeadline)
 			}
-			if at.err != nil {
+			if at.err != nil && !errors.Is(at.err, errPreloadOnly) {
 				return statestore.Lease{}, at.err
 			}
 		case phaseFree:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
@@ -52,7 +54,7 @@ func startDev(t *testing.T, o Options) (addr string, stop func() (string, error)
 	o.Ready = func(a string) { ready <- a }
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, o, &out, zap.NewNop().Sugar()) }()
+	go func() { done <- Run(ctx, o, &out, testLogger(t)) }()
 	select {
 	case addr = <-ready:
 	case err := <-done:
@@ -140,4 +142,11 @@ func TestDevErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func testLogger(t *testing.T) *zap.SugaredLogger {
+	if os.Getenv("KSTATE_DEV_TEST_LOG") == "" {
+		return zap.NewNop().Sugar()
+	}
+	return zaptest.NewLogger(t).Sugar()
 }

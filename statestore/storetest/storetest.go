@@ -63,6 +63,7 @@ func Run(t *testing.T, h Harness) {
 		{"TakeoverAfterExpiry", testTakeoverAfterExpiry},
 		{"RenewExtends", testRenewExtends},
 		{"RenewAfterExpiryWithoutTakeover", testRenewAfterExpiry},
+		{"RenewAllMatchesRenew", testRenewAll},
 		{"EpochNeverDecreases", testEpochMonotonic},
 		{"ConcurrentAcquireHasOneWinner", testConcurrentAcquire},
 		{"FencedFlushWritesNothing", testFencedFlush},
@@ -313,6 +314,37 @@ func testRenewAfterExpiry(t *testing.T, e *env) {
 		t.Errorf("Acquire by b after a renewed: err = %v, want ErrLeaseHeld", err)
 	}
 	e.flush(t, r, rec("k", 1, "x")) // the renewed lease still writes
+}
+
+// RenewAll gives each lease what Renew would: renewed when still held,
+// fenced when released or taken over.
+func testRenewAll(t *testing.T, e *env) {
+	var leases []statestore.Lease
+	for n := uint32(0); n < 3; n++ {
+		l, err := e.s.Acquire(e.ctx, statestore.SlotRef{Space: e.space, Slot: n}, "a", "a:1", longTTL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leases = append(leases, l)
+	}
+	if err := e.s.Release(e.ctx, leases[1]); err != nil {
+		t.Fatal(err)
+	}
+	renewed, errs := e.s.RenewAll(e.ctx, leases, 2*longTTL)
+	if len(renewed) != 3 || len(errs) != 3 {
+		t.Fatalf("RenewAll returned %d leases and %d errors for 3 leases", len(renewed), len(errs))
+	}
+	for _, i := range []int{0, 2} {
+		if errs[i] != nil || renewed[i].Epoch != leases[i].Epoch || !renewed[i].Expires.After(leases[i].Expires) {
+			t.Errorf("lease %d: %+v, %v; want it renewed at epoch %d", i, renewed[i], errs[i], leases[i].Epoch)
+		}
+	}
+	if !errors.Is(errs[1], statestore.ErrFenced) {
+		t.Errorf("released lease: err = %v, want ErrFenced", errs[1])
+	}
+	if renewed, errs := e.s.RenewAll(e.ctx, nil, longTTL); len(renewed) != 0 || len(errs) != 0 {
+		t.Errorf("RenewAll of nothing: %v, %v", renewed, errs)
+	}
 }
 
 func testEpochMonotonic(t *testing.T, e *env) {
