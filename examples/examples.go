@@ -7,7 +7,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kstate-dev/kstate/examples/cart"
 	"github.com/kstate-dev/kstate/examples/counter"
+	"github.com/kstate-dev/kstate/examples/join"
+	"github.com/kstate-dev/kstate/examples/visitors"
 	"github.com/kstate-dev/kstate/pkg/sdk"
 )
 
@@ -29,6 +32,38 @@ var all = map[string]Example{
 			return fmt.Sprintf("curl -s -XPOST -H 'Kstate-Key: alice' -d '{\"by\": 5}' http://%s/", addr)
 		},
 	},
+	// The three below take CloudEvents keyed by their partitionkey extension
+	// and plain GETs keyed by the Kstate-Key header: the default key specs.
+	"cart": {
+		Name:    "cart",
+		Handler: cart.Handler,
+		Try: func(addr string) string {
+			return tryEvent(addr, cart.TypeItemAdded, "cart-1", `{"sku": "apple", "quantity": 3, "price_cents": 50}`)
+		},
+	},
+	"visitors": {
+		Name:    "visitors",
+		Handler: visitors.Handler,
+		Try: func(addr string) string {
+			return tryEvent(addr, visitors.TypeViewed, "home", `{"visitor": "ann"}`)
+		},
+	},
+	"join": {
+		Name:    "join",
+		Handler: join.Handler,
+		Try: func(addr string) string {
+			return tryEvent(addr, join.TypeReading, "device-1", `{"sensor": "temp", "value": 21.5, "ts": "2024-05-01T12:00:00Z"}`)
+		},
+	},
+}
+
+// tryEvent is a curl command sending a CloudEvent in binary mode. Its id is
+// the current time in nanoseconds, so that running it again sends a new
+// event rather than one the agent answers as a redelivery.
+func tryEvent(addr, typ, partitionKey, data string) string {
+	return fmt.Sprintf("curl -s http://%s/ -H 'Ce-Specversion: 1.0' -H \"Ce-Id: $(date +%%s%%N)\" -H 'Ce-Source: demo' "+
+		"-H 'Ce-Type: %s' -H 'Ce-Partitionkey: %s' -H 'Content-Type: application/json' -d '%s'",
+		addr, typ, partitionKey, data)
 }
 
 // Lookup returns the named example.
