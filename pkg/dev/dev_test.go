@@ -92,7 +92,7 @@ func post(t *testing.T, addr, key, body string) string {
 // second run on the same Redis continues where the first stopped.
 func TestDevCounterFlushesOnStopAndResumes(t *testing.T) {
 	redis := redistest.Start(t)
-	o := Options{Example: "counter", Addr: freeAddr(t), Redis: redis.URL(), FlushInterval: time.Hour, Replicas: 1}
+	o := Options{Example: "counter", Addr: freeAddr(t), Redis: redis.URL(), FlushInterval: time.Hour, Replicas: 1, Slots: 256}
 	addr, stop := startDev(t, o)
 	for i := 0; i < 3; i++ {
 		post(t, addr, "alice", `{"by": 5}`)
@@ -113,7 +113,7 @@ func TestDevCounterFlushesOnStopAndResumes(t *testing.T) {
 
 // Zero setup: the embedded store needs nothing installed.
 func TestDevEmbeddedStore(t *testing.T) {
-	addr, stop := startDev(t, Options{Example: "counter", Addr: freeAddr(t), Replicas: 1})
+	addr, stop := startDev(t, Options{Example: "counter", Addr: freeAddr(t), Replicas: 1, Slots: 256})
 	if got, want := post(t, addr, "bob", ``), `{"key":"bob","count":1}`; got != want {
 		t.Fatalf("got %s, want %s", got, want)
 	}
@@ -128,7 +128,7 @@ func TestDevErrors(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{"unknown example", Options{Example: "nope", Addr: "127.0.0.1:0"}, `--example: unknown example "nope": expected one of counter`},
+		{"unknown example", Options{Example: "nope", Addr: "127.0.0.1:0"}, `--example: unknown example "nope": expected one of `},
 		{"bad address", Options{Example: "counter", Addr: "8080"}, `--addr "8080": expected HOST:PORT`},
 		{"bad key spec", Options{Example: "counter", Addr: "127.0.0.1:0", Key: "headr:x"}, `--key: key spec "headr:x"`},
 		{"bad redis URL", Options{Example: "counter", Addr: "127.0.0.1:0", Redis: "http://x"}, `--redis: `},

@@ -47,11 +47,11 @@ func Validate(ctx context.Context, svc *servingv1.Service) *apis.FieldError {
 	}
 	sort.Strings(onService)
 	for _, k := range onService {
-		errs = errs.Also(&apis.FieldError{
+		errs = errs.Also((&apis.FieldError{
 			Message: "kstate annotations belong on the revision template",
 			Paths:   []string{k},
 			Details: "move it to spec.template.metadata.annotations, which every revision of the Service gets",
-		}).ViaField("metadata", "annotations")
+		}).ViaField("metadata", "annotations"))
 	}
 
 	tmpl := &svc.Spec.Template
@@ -75,11 +75,11 @@ func Validate(ctx context.Context, svc *servingv1.Service) *apis.FieldError {
 
 	d := config.FromContextOrDefaults(ctx).Defaults
 	if d.AgentImage == "" {
-		errs = errs.Also(&apis.FieldError{
+		errs = errs.Also((&apis.FieldError{
 			Message: "kstate cannot be enabled: the kstate installation has no agent image",
 			Paths:   []string{kstate.EnabledAnnotationKey},
 			Details: fmt.Sprintf("set %s in the ConfigMap %s/%s", config.AgentImageKey, system.Namespace(), config.ConfigName),
-		}).ViaField(templateAnnotations...)
+		}).ViaField(templateAnnotations...))
 	}
 
 	spec, perrs := kstate.ParseSpec(svc.Namespace, svc.Name, ann, d)
@@ -96,11 +96,11 @@ func Validate(ctx context.Context, svc *servingv1.Service) *apis.FieldError {
 		if key == "" {
 			key = autoscaling.TargetBurstCapacityKey
 		}
-		errs = errs.Also(&apis.FieldError{
+		errs = errs.Also((&apis.FieldError{
 			Message: fmt.Sprintf("invalid value %q for a kstate Service: want %q", v, ActivatorInPath),
 			Paths:   []string{key},
 			Details: "kstate routes requests by key in Knative's activator, so the activator must stay in the request path",
-		}).ViaField(templateAnnotations...)
+		}).ViaField(templateAnnotations...))
 	}
 
 	if ts := tmpl.Spec.TimeoutSeconds; ts != nil && *ts != 0 {
@@ -126,12 +126,12 @@ func Validate(ctx context.Context, svc *servingv1.Service) *apis.FieldError {
 		})
 	default:
 		if p, ok := addrPort(envValue(&containers[fn], resources.EnvFunctionAddr)); ok && reservedPorts.Has(p) {
-			errs = errs.Also(&apis.FieldError{
+			errs = errs.Also((&apis.FieldError{
 				Message: fmt.Sprintf("the function may not listen on port %d", p),
 				Paths:   []string{"env"},
 				Details: fmt.Sprintf("the pod's agent and queue-proxy use ports %v; pick another in %s",
 					sets.List(reservedPorts), resources.EnvFunctionAddr),
-			}).ViaFieldIndex("containers", fn).ViaField("spec", "template", "spec")
+			}).ViaFieldIndex("containers", fn).ViaField("spec", "template", "spec"))
 		}
 	}
 	if spec != nil && d.AgentImage != "" && fn >= 0 && agentIndex(containers) < 0 {
@@ -163,12 +163,12 @@ func validateImmutable(old, svc *servingv1.Service) *apis.FieldError {
 		if !oldHas || !newHas || ov == nv {
 			continue
 		}
-		errs = errs.Also(&apis.FieldError{
+		errs = errs.Also((&apis.FieldError{
 			Message: fmt.Sprintf("%s cannot change from %q to %q: %s", c.key, ov, nv, c.why),
 			Paths:   []string{c.key},
 			Details: "to change it, create a new Service with the new value and copy the entities over " +
 				"(docs/annotations.md, \"Changing slots or space\")",
-		}).ViaField(templateAnnotations...)
+		}).ViaField(templateAnnotations...))
 	}
 	return errs
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
@@ -15,9 +16,13 @@ import (
 func TestValidate(t *testing.T) {
 	d := testDefaults(t)
 	// ok is a kstate Service as the mutating webhook leaves it.
+	// ok is a kstate Service as the mutating webhook leaves it, then opts.
 	ok := func(opts ...svcOpt) *servingv1.Service {
-		s := service(append([]svcOpt{enabled()}, opts...)...)
+		s := service(enabled())
 		Inject(s, nil, d)
+		for _, o := range opts {
+			o(s)
+		}
 		return s
 	}
 	tests := []struct {
@@ -36,7 +41,7 @@ func TestValidate(t *testing.T) {
 		svc:  ok(),
 	}, {
 		name: "every annotation valid",
-		svc: ok(withAnnotations(kstate.KeyAnnotationKey, "path:/carts/{id}", kstate.DurabilityAnnotationKey, "sync",
+		svc: ok(withAnnotations(kstate.KeyAnnotationKey, "path:/carts/{key}", kstate.DurabilityAnnotationKey, "sync",
 			kstate.FlushIntervalAnnotationKey, "5ms", kstate.MaxDirtyBytesAnnotationKey, "1Gi", kstate.PreloadAnnotationKey, "entities=10",
 			kstate.StoreAnnotationKey, "creds:url", kstate.DedupWindowAnnotationKey, "1", kstate.SpaceAnnotationKey, "shop/x", kstate.SlotsAnnotationKey, "1")),
 	}, {
@@ -95,7 +100,7 @@ kstate routes requests by key in Knative's activator, so the activator must stay
 			"use one container besides sidecars that have no port, give the function's container the port, or set KSTATE_FUNCTION_ADDR=127.0.0.1:PORT on exactly one container",
 	}, {
 		name: "the function on a port the pod reserves",
-		svc:  ok(withContainer(0, withEnv("KSTATE_FUNCTION_ADDR", "127.0.0.1:8012"))),
+		svc:  ok(withContainer(0, func(c *corev1.Container) { setEnv(c, "KSTATE_FUNCTION_ADDR", "127.0.0.1:8012") })),
 		want: "the function may not listen on port 8012: spec.template.spec.containers[0].env\n" +
 			"the pod's agent and queue-proxy use ports [8008 8012 8013 8022 8080 8112 9090 9091 9181]; pick another in KSTATE_FUNCTION_ADDR",
 	}, {
