@@ -16,6 +16,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kstate-dev/kstate/pkg/keyspec"
@@ -28,6 +29,10 @@ import (
 const (
 	HealthPath = "/.kstate/healthz"
 	ReadyPath  = "/.kstate/readyz"
+	// StatsPath answers the admin API's Stats as JSON, so tools that only
+	// reach the pod over HTTP (the API server's pod proxy, for the CLI)
+	// can read it. It holds counts, never entity data.
+	StatsPath = "/.kstate/stats"
 )
 
 // HTTPSource is the CloudEvents source of events made from plain HTTP requests.
@@ -63,6 +68,15 @@ func (a *Agent) Handler(functionReady func() bool) (http.Handler, error) {
 		default:
 			io.WriteString(w, "ok\n")
 		}
+	})
+	mux.HandleFunc(StatsPath, func(w http.ResponseWriter, _ *http.Request) {
+		b, err := protojson.Marshal(a.Stats())
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
 	})
 	mux.Handle("/", &ingress{a: a, spec: spec})
 	return mux, nil

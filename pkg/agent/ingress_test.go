@@ -198,7 +198,7 @@ func TestIngressPlainHTTP(t *testing.T) {
 
 func TestIngressHealthAndReadiness(t *testing.T) {
 	srv, a := ingressServer(t, nil)
-	for _, p := range []string{HealthPath, ReadyPath} {
+	for _, p := range []string{HealthPath, ReadyPath, StatsPath} {
 		if got, _ := do(t, newRequest(t, "GET", srv.URL+p, "", nil)); got.Status != 200 {
 			t.Errorf("%s: %d %s", p, got.Status, got.Error)
 		}
@@ -210,6 +210,27 @@ func TestIngressHealthAndReadiness(t *testing.T) {
 	got, h := do(t, newRequest(t, "POST", srv.URL, "", map[string]string{"Kstate-Key": "k"}))
 	if got.Status != 503 || h.Get("Retry-After") == "" || !strings.Contains(got.Error, "shutting down") {
 		t.Errorf("event while draining: %d %q Retry-After %q", got.Status, got.Error, h.Get("Retry-After"))
+	}
+}
+
+func TestIngressStats(t *testing.T) {
+	srv, _ := ingressServer(t, nil)
+	do(t, newRequest(t, "POST", srv.URL, "", map[string]string{"Kstate-Key": "k"}))
+	resp, err := http.Get(srv.URL + StatsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Pod      string `json:"pod"`
+		Requests string `json:"requests"` // protojson writes int64 as a string
+		Entities string `json:"entities"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(struct{ Pod, Requests, Entities string }{"pod-a", "1", "1"}, struct{ Pod, Requests, Entities string }{st.Pod, st.Requests, st.Entities}); diff != "" {
+		t.Errorf("stats (-want +got):\n%s", diff)
 	}
 }
 
