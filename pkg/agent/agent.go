@@ -347,21 +347,28 @@ func (a *Agent) notifyFlushed() {
 	a.flushWaitMu.Unlock()
 }
 
-func (a *Agent) flushLoop() {
-	t := a.clock.NewTicker(a.cfg.FlushInterval)
+// tick runs fn every d, and whenever kick fires (nil: never), until the
+// agent stops.
+func (a *Agent) tick(d time.Duration, kick <-chan struct{}, fn func()) {
+	t := a.clock.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-a.ctx.Done():
 			return
 		case <-t.C():
-		case <-a.flushKick:
+		case <-kick:
 		}
-		if a.storeReset.Load() {
-			continue
-		}
-		a.flushAll(a.ctx) //nolint:errcheck // errors are logged and retried next round.
+		fn()
 	}
+}
+
+func (a *Agent) flushLoop() {
+	a.tick(a.cfg.FlushInterval, a.flushKick, func() {
+		if !a.storeReset.Load() {
+			a.flushAll(a.ctx) //nolint:errcheck // errors are logged and retried next round.
+		}
+	})
 }
 
 // flushAll flushes every slot with dirty entities, several slots at a time.
@@ -534,19 +541,11 @@ func (a *Agent) connectLoop() {
 
 // renewLoop renews held leases and watches for a store reset.
 func (a *Agent) renewLoop() {
-	t := a.clock.NewTicker(a.cfg.renewInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-a.ctx.Done():
-			return
-		case <-t.C():
+	a.tick(a.cfg.renewInterval(), nil, func() {
+		if !a.checkReset() {
+			a.renewAll()
 		}
-		if a.checkReset() {
-			continue
-		}
-		a.renewAll()
-	}
+	})
 }
 
 // renewAll renews every held lease, renewBatch leases per round trip.
@@ -611,23 +610,8 @@ func (a *Agent) handoffLoop() {
 }
 
 func (a *Agent) evictLoop() {
-	every := a.cfg.IdleEviction / 4
-	if every > 10*time.Second {
-		every = 10 * time.Second
-	}
-	if every < 50*time.Millisecond {
-		every = 50 * time.Millisecond
-	}
-	t := a.clock.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-a.ctx.Done():
-			return
-		case <-t.C():
-		}
-		a.evict(a.cfg.IdleEviction)
-	}
+	every := min(max(a.cfg.IdleEviction/4, 50*time.Millisecond), 10*time.Second)
+	a.tick(every, nil, func() { a.evict(a.cfg.IdleEviction) })
 }
 
 // evict drops clean, unused entities idle for longer than idle, then the
