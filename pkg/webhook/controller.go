@@ -31,6 +31,18 @@ const (
 	ConfigValidationPath = "/config-validation"
 )
 
+// Where cmd/controller serves the webhooks (config/core/ must agree; its
+// test checks).
+const (
+	// ServiceName is the Kubernetes Service the webhook configurations call.
+	ServiceName = "kstate-webhook"
+	// Port is the webhook server's container port.
+	Port = 8443
+	// SecretName is the Secret in the system namespace where knative.dev/pkg's
+	// certificate reconciler keeps the serving certificate and CA.
+	SecretName = "kstate-webhook-certs"
+)
+
 // types are the kinds kstate's webhooks handle.
 var types = map[schema.GroupVersionKind]resourcesemantics.GenericCRD{
 	servingv1.SchemeGroupVersion.WithKind("Service"): &Service{},

@@ -24,7 +24,7 @@ const ActivatorInPath = "-1"
 
 // reservedPorts are the ports the function may not listen on: the agent's,
 // and those Knative reserves for the queue-proxy in every pod.
-var reservedPorts = sets.New[int32](resources.AgentPort, 9181, 8012, 8013, 8022, 8112, 9090, 9091, 8008)
+var reservedPorts = sets.New[int32](resources.AgentPort, resources.AdminPort, 8012, 8013, 8022, 8112, 9090, 9091, 8008)
 
 // Inject makes svc a kstate Service when its revision template has
 // kstate.dev/enabled: "true", and undoes an earlier injection when it no
@@ -69,7 +69,9 @@ func Inject(svc *servingv1.Service, old *servingv1.Service, d *config.Defaults) 
 		}
 	}
 	spec, errs := kstate.ParseSpec(svc.Namespace, svc.Name, tmpl.Annotations, d)
-	if errs != nil || svc.Name == "" {
+	if errs != nil || kstate.ValidateSpace(svc.Namespace, spec.Space) != nil {
+		// Bad annotations, or no name to name the space after (generateName):
+		// the validating webhook says which.
 		return
 	}
 	containers := tmpl.Spec.Containers

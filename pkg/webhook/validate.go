@@ -82,14 +82,32 @@ func Validate(ctx context.Context, svc *servingv1.Service) *apis.FieldError {
 		}).ViaField(templateAnnotations...))
 	}
 
-	spec, perrs := kstate.ParseSpec(svc.Namespace, svc.Name, ann, d)
+	_, perrs := kstate.ParseSpec(svc.Namespace, svc.Name, ann, d)
 	errs = errs.Also(perrs.ViaField(templateAnnotations...))
-	if _, set := value(ann, kstate.SpaceAnnotationKey); !set && svc.Name == "" {
+	noSpace := false
+	if _, set := value(ann, kstate.SpaceAnnotationKey); !set && (svc.Name == "" || svc.GenerateName != "") {
+		// With generateName the name is made after the mutating webhook ran.
+		noSpace = true
 		errs = errs.Also(&apis.FieldError{
-			Message: "a kstate Service needs a name to name its entity space after",
-			Paths:   []string{"metadata.name"},
-			Details: "set metadata.name (generateName is not enough) or " + kstate.SpaceAnnotationKey,
+			Message: "a kstate Service created without a name needs " + kstate.SpaceAnnotationKey,
+			Paths:   []string{"metadata.generateName"},
+			Details: "the entity space is named after the Service, whose name is not known yet; set metadata.name or " + kstate.SpaceAnnotationKey,
 		})
+	}
+	containers := tmpl.Spec.Containers
+	fn := functionIndex(containers)
+	if fn < 0 {
+		errs = errs.Also(&apis.FieldError{
+			Message: "cannot tell which container is the kstate function",
+			Paths:   []string{"spec.template.spec.containers"},
+			Details: "use one container besides sidecars that have no port, give the function's container the port, " +
+				"or set " + resources.EnvFunctionAddr + "=127.0.0.1:PORT on exactly one container",
+		})
+	}
+	if d.AgentImage == "" || perrs != nil || noSpace || fn < 0 {
+		// The mutating webhook left the Service alone for the reasons
+		// above; what it would have set is not checked.
+		return errs
 	}
 
 	if key, v, _ := autoscaling.TargetBurstCapacityAnnotation.Get(ann); v != ActivatorInPath {
@@ -114,27 +132,15 @@ func Validate(ctx context.Context, svc *servingv1.Service) *apis.FieldError {
 		}
 	}
 
-	containers := tmpl.Spec.Containers
-	fn := functionIndex(containers)
-	switch {
-	case fn < 0:
-		errs = errs.Also(&apis.FieldError{
-			Message: "cannot tell which container is the kstate function",
-			Paths:   []string{"spec.template.spec.containers"},
-			Details: "use one container besides sidecars that have no port, give the function's container the port, " +
-				"or set " + resources.EnvFunctionAddr + "=127.0.0.1:PORT on exactly one container",
-		})
-	default:
-		if p, ok := addrPort(envValue(&containers[fn], resources.EnvFunctionAddr)); ok && reservedPorts.Has(p) {
-			errs = errs.Also((&apis.FieldError{
-				Message: fmt.Sprintf("the function may not listen on port %d", p),
-				Paths:   []string{"env"},
-				Details: fmt.Sprintf("the pod's agent and queue-proxy use ports %v; pick another in %s",
-					sets.List(reservedPorts), resources.EnvFunctionAddr),
-			}).ViaFieldIndex("containers", fn).ViaField("spec", "template", "spec"))
-		}
+	if p, ok := addrPort(envValue(&containers[fn], resources.EnvFunctionAddr)); ok && reservedPorts.Has(p) {
+		errs = errs.Also((&apis.FieldError{
+			Message: fmt.Sprintf("the function may not listen on port %d", p),
+			Paths:   []string{"env"},
+			Details: fmt.Sprintf("the pod's agent and queue-proxy use ports %v; pick another in %s",
+				sets.List(reservedPorts), resources.EnvFunctionAddr),
+		}).ViaFieldIndex("containers", fn).ViaField("spec", "template", "spec"))
 	}
-	if spec != nil && d.AgentImage != "" && fn >= 0 && agentIndex(containers) < 0 {
+	if agentIndex(containers) < 0 {
 		errs = errs.Also(&apis.FieldError{
 			Message: "the kstate agent is not injected",
 			Paths:   []string{"spec.template.spec.containers"},

@@ -110,14 +110,25 @@ kstate routes requests by key in Knative's activator, so the activator must stay
 		want: "kstate cannot be enabled: the kstate installation has no agent image: spec.template.metadata.annotations.kstate.dev/enabled\n" +
 			"set agent-image in the ConfigMap knative-testing/config-kstate",
 	}, {
-		name: "no name to name the space after",
-		svc: ok(func(s *servingv1.Service) {
-			s.Name = ""
+		name: "generateName without a space",
+		svc: service(enabled(), func(s *servingv1.Service) {
+			s.Name = "cart-x7k2p" // generated after the mutating webhook ran
 			s.GenerateName = "cart-"
-			delete(s.Spec.Template.Annotations, kstate.SpaceAnnotationKey)
 		}),
-		want: "a kstate Service needs a name to name its entity space after: metadata.name\n" +
-			"set metadata.name (generateName is not enough) or kstate.dev/space",
+		want: "a kstate Service created without a name needs kstate.dev/space: metadata.generateName\n" +
+			"the entity space is named after the Service, whose name is not known yet; set metadata.name or kstate.dev/space",
+	}, {
+		name: "generateName with a space is injected and valid",
+		svc: func() *servingv1.Service {
+			s := service(enabled(kstate.SpaceAnnotationKey, "shop/carts"), func(s *servingv1.Service) { s.Name, s.GenerateName = "", "cart-" })
+			Inject(s, nil, d)
+			s.Name = "cart-x7k2p"
+			return s
+		}(),
+	}, {
+		name: "a bad value is the only complaint when the mutating webhook skipped the Service",
+		svc:  service(enabled(kstate.SlotsAnnotationKey, "0")),
+		want: `"0" is not a slot count: want an integer from 1 to 65536 (default 4096): spec.template.metadata.annotations.kstate.dev/slots`,
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

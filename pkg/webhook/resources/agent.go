@@ -18,9 +18,11 @@ const (
 	AgentPort = 8080
 	// AgentPortName makes Knative speak HTTP/1 to the agent.
 	AgentPortName = "http1"
-	// AdminAddr is where the agent serves its admin gRPC API. The agent's
-	// own default, 127.0.0.1:9091, is the queue-proxy's user metrics port
+	// AdminPort is the agent's admin gRPC port, on localhost (AdminAddr).
+	// The agent's own default, 9091, is the queue-proxy's user metrics port
 	// in a Knative pod, so the webhook always sets it.
+	AdminPort = 9181
+	// AdminAddr is where the agent serves its admin gRPC API.
 	AdminAddr = "127.0.0.1:9181"
 	// DefaultFunctionPort is the function's gRPC port on localhost when its
 	// container declares no port, or declares the agent's.

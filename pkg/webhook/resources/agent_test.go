@@ -276,4 +276,7 @@ func TestFunctionAddr(t *testing.T) {
 	if got := FunctionAddr(9081); got != "127.0.0.1:9081" {
 		t.Errorf("FunctionAddr(9081) = %q", got)
 	}
+	if AdminAddr != FunctionAddr(AdminPort) {
+		t.Errorf("AdminAddr %q is not on localhost:AdminPort %d", AdminAddr, AdminPort)
+	}
 }

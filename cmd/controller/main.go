@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os"
+
+	"knative.dev/pkg/injection/sharedmain"
+	"knative.dev/pkg/signals"
+	"knative.dev/pkg/webhook"
+	"knative.dev/pkg/webhook/certificates"
+
+	kstatewebhook "github.com/kstate-dev/kstate/pkg/webhook"
+)
+
+// component names the binary in logs, metrics and config-logging's
+// loglevel.kstate-controller.
+const component = "kstate-controller"
+
+func main() {
+	ctx := webhook.WithOptions(signals.NewContext(), webhook.Options{
+		ServiceName: serviceName(),
+		Port:        webhook.PortFromEnv(kstatewebhook.Port),
+		SecretName:  kstatewebhook.SecretName,
+	})
+	// The webhook server answers the kubelet's probes itself (and fails
+	// readiness while it lame-ducks); sharedmain's probe server is not needed.
+	ctx = sharedmain.WithHealthProbesDisabled(ctx)
+	sharedmain.WebhookMainWithContext(ctx, component,
+		certificates.NewController,
+		kstatewebhook.NewDefaultingAdmissionController,
+		kstatewebhook.NewValidationAdmissionController,
+		kstatewebhook.NewConfigValidationController,
+	)
+}
+
+// serviceName is WEBHOOK_NAME, as in Knative, or the Service config/core/
+// defines (webhook.NameFromEnv would exit when the variable is unset).
+func serviceName() string {
+	if name := os.Getenv("WEBHOOK_NAME"); name != "" {
+		return name
+	}
+	return kstatewebhook.ServiceName
+}
