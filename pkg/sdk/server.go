@@ -34,9 +34,12 @@ const (
 	// DefaultAddress is used when AddressEnv is unset or empty.
 	DefaultAddress = "127.0.0.1:9081"
 	// DefaultDrainTimeout bounds how long Serve keeps answering after its
-	// context ends while the agent is still connected. It is a little longer
-	// than the agent's default drain (25s), which it has to outlast.
-	DefaultDrainTimeout = 30 * time.Second
+	// context ends while the agent is still connected. In a Knative pod the
+	// function gets SIGTERM at once, but the agent (the serving container)
+	// only after queue-proxy's drain (30s), and then drains for up to 25s:
+	// the function has to outlast both. Serve stops as soon as the agent
+	// disconnects, so a long bound costs nothing.
+	DefaultDrainTimeout = 90 * time.Second
 	// MaxMessageBytes is the largest request the server accepts: a request
 	// carries the whole state, which may be larger than gRPC's 4 MiB
 	// default.
