@@ -70,6 +70,8 @@ type Agent struct {
 	storeReset atomic.Bool
 	storeOK    atomic.Bool
 	marker     atomic.Value // string: the store marker seen at start
+	started    time.Time
+	prepared   atomic.Bool // a Prepare call finished (the preload gate)
 
 	flushKick   chan struct{}
 	flushWaitMu sync.Mutex
@@ -126,6 +128,7 @@ func New(cfg Config, store statestore.Store, fn Function, opts ...Option) (*Agen
 // store: Ready stays false until the store answered.
 func (a *Agent) Start(ctx context.Context) {
 	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	a.started = a.clock.Now()
 	a.loop(a.connectLoop)
 	a.loop(a.flushLoop)
 	a.loop(a.renewLoop)
@@ -147,9 +150,17 @@ func (a *Agent) Stop() {
 	a.wg.Wait()
 }
 
-// Ready: the store answered, no reset was detected, and we are not draining.
+// Ready: the store answered, no reset was detected, we are not draining,
+// and the preload gate (if any) is open.
 func (a *Agent) Ready() bool {
-	return a.marker.Load().(string) != "" && !a.storeReset.Load() && !a.draining.Load()
+	return a.marker.Load().(string) != "" && !a.storeReset.Load() && !a.draining.Load() && a.preloadGateOpen()
+}
+
+// preloadGateOpen: a joining pod stays unready until the controller's
+// Prepare call preloaded what it is about to own, but never longer than
+// KSTATE_PRELOAD_GATE, after which it loads lazily.
+func (a *Agent) preloadGateOpen() bool {
+	return a.cfg.PreloadGate == 0 || a.prepared.Load() || a.clock.Since(a.started) >= a.cfg.PreloadGate
 }
 
 // Invoke runs one event through the key's mailbox and the function.
@@ -812,6 +823,7 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 	}
 	wg.Wait()
 	close(errs)
+	a.prepared.Store(true)
 	a.stats.preloaded.Add(loaded.Load())
 	resp := &adminv1.PrepareResponse{EntitiesLoaded: loaded.Load(), BytesLoaded: bytes.Load(), DurationMs: a.clock.Since(start).Milliseconds()}
 	return resp, <-errs

@@ -553,3 +553,43 @@ func TestStoreResetDetected(t *testing.T) {
 		t.Errorf("after reset: %d dirty, %d rejected; want the state kept (1, 0)", st.DirtyEntities, st.RejectedWrites)
 	}
 }
+
+// With a preload gate the agent is unready until Prepare finished, or until
+// the gate's time passed.
+func TestPreloadGate(t *testing.T) {
+	cfg := testConfig("a", "ns/gate")
+	cfg.PreloadGate = time.Hour
+	a, err := New(cfg, memStore(t), &counterFn{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Start(context.Background())
+	defer a.Stop()
+	waitFor(t, func() bool { return a.marker.Load().(string) != "" })
+	if a.Ready() {
+		t.Fatal("ready before the preload")
+	}
+	if _, err := a.Prepare(context.Background(), []uint32{1}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Ready() {
+		t.Fatal("not ready after the preload")
+	}
+
+	fake := clocktesting.NewFakeClock(time.Now())
+	cfg.PreloadGate = time.Minute
+	b, err := New(cfg, memStore(t), &counterFn{}, WithClock(fake))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Start(context.Background())
+	defer b.Stop()
+	waitFor(t, func() bool { return b.marker.Load().(string) != "" })
+	if b.Ready() {
+		t.Fatal("ready before the gate's time")
+	}
+	fake.Step(time.Minute)
+	if !b.Ready() {
+		t.Fatal("not ready after the gate's time: it must fall back to lazy loading")
+	}
+}

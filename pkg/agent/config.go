@@ -57,6 +57,10 @@ type Config struct {
 	// Preload.
 	PreloadEntities int64 // KSTATE_PRELOAD_ENTITIES
 	PreloadBytes    int64 // KSTATE_PRELOAD_BYTES
+	// PreloadGate keeps the agent unready until a Prepare call finished, or
+	// this long after start, whichever is first; then it loads lazily. 0:
+	// no gate (nothing calls Prepare).
+	PreloadGate time.Duration // KSTATE_PRELOAD_GATE
 
 	// Mailboxes.
 	MaxQueuePerKey int           // KSTATE_MAX_QUEUE_PER_KEY
@@ -206,6 +210,8 @@ func (c *Config) settings() []setting {
 	add("preload-entities", "KSTATE_PRELOAD_ENTITIES", "most entities one prepare loads", s, g)
 	s, g = i64(&c.PreloadBytes)
 	add("preload-bytes", "KSTATE_PRELOAD_BYTES", "most state bytes one prepare loads", s, g)
+	s, g = dur(&c.PreloadGate)
+	add("preload-gate", "KSTATE_PRELOAD_GATE", "stay unready until preloaded (the controller's Prepare call) or this long; 0 for no gate", s, g)
 	s, g = integer(&c.MaxQueuePerKey)
 	add("max-queue-per-key", "KSTATE_MAX_QUEUE_PER_KEY", "events that may wait per key", s, g)
 	s, g = integer(&c.MaxPending)
@@ -317,6 +323,9 @@ func (c *Config) Validate() error {
 		if d.v <= 0 {
 			return bad(d.env, d.v, "expected a duration greater than 0")
 		}
+	}
+	if c.PreloadGate < 0 {
+		return bad("KSTATE_PRELOAD_GATE", c.PreloadGate, "expected a duration of 0 (no gate) or more")
 	}
 	if c.MinHold < 0 {
 		return bad("KSTATE_MIN_HOLD", c.MinHold, "expected a duration of 0 or more")

@@ -61,6 +61,8 @@ func (a *Agent) Handler(functionReady func() bool) (http.Handler, error) {
 			http.Error(w, "not ready: "+errStoreReset.Error(), http.StatusServiceUnavailable)
 		case a.draining.Load():
 			http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
+		case !a.preloadGateOpen():
+			http.Error(w, "not ready: waiting for the preload (KSTATE_PRELOAD_GATE)", http.StatusServiceUnavailable)
 		case !a.Ready():
 			http.Error(w, "not ready: the state store has not answered yet", http.StatusServiceUnavailable)
 		case !functionReady():
