@@ -243,6 +243,35 @@ func (m *Memory) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration
 	return renewed, errs
 }
 
+func (m *Memory) AcquireAll(ctx context.Context, slots []SlotRef, holder, addr string, ttl time.Duration) ([]Lease, []error) {
+	leases := make([]Lease, len(slots))
+	errs := make([]error, len(slots))
+	for i, s := range slots {
+		leases[i], errs[i] = m.Acquire(ctx, s, holder, addr, ttl)
+	}
+	return leases, errs
+}
+
+func (m *Memory) ReleaseAll(ctx context.Context, leases []Lease) []error {
+	errs := make([]error, len(leases))
+	for i, l := range leases {
+		errs[i] = m.Release(ctx, l)
+	}
+	return errs
+}
+
+func (m *Memory) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]string, error) {
+	out := make([][]string, len(slots))
+	for i, s := range slots {
+		keys, err := m.HotKeys(ctx, s, n)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = keys
+	}
+	return out, nil
+}
+
 func (m *Memory) Release(_ context.Context, lease Lease) error {
 	if err := validateLease(lease); err != nil {
 		return err

@@ -341,48 +341,70 @@ func (r *Redis) Acquire(ctx context.Context, slot SlotRef, holder, addr string, 
 }
 
 // Renew implements Store.
-func (r *Redis) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration) ([]Lease, []error) {
-	renewed := make([]Lease, len(leases))
-	errs := make([]error, len(leases))
-	cmds := make([]*redis.Cmd, len(leases))
-	for i, l := range leases {
-		if err := r.check(l.Slot.Space); err != nil {
-			errs[i] = err
-			continue
-		}
-		if err := validateTTL("renew", l.Slot, l.Holder, ttl); err != nil {
-			errs[i] = err
-		}
+// evalAll runs script once per calls[i] in one pipelined round trip. A
+// reply error belongs to its own command; NOSCRIPT (the script cache was
+// lost to a restart or failover) is retried with EVAL, which also reloads
+// it. Any other error means the pipeline did not get through.
+func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []flushCall) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	if len(calls) == 0 {
+		return cmds, nil
 	}
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, l := range leases {
-			if errs[i] == nil {
-				cmds[i] = renewScript.EvalSha(ctx, p, []string{leaseKey(l.Slot)}, l.Holder, strconv.FormatUint(l.Epoch, 10), ttl.Milliseconds())
-			}
+		for i, c := range calls {
+			cmds[i] = script.EvalSha(ctx, p, c.keys, c.args...)
 		}
 		return nil
 	})
 	var replyErr redis.Error
 	if err != nil && !errors.As(err, &replyErr) {
-		err = r.fail(fmt.Sprintf("renew %d leases", len(leases)), err)
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = err
-			}
-		}
-		return renewed, errs
+		return nil, err
 	}
-	for i, l := range leases {
-		if cmds[i] == nil {
+	for i, c := range calls {
+		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+			cmds[i] = script.Eval(ctx, r.c, c.keys, c.args...)
+		}
+	}
+	return cmds, nil
+}
+
+// leaseBatch validates leases for a batch operation; errs[i] is set for
+// the ones that cannot be sent, and idx maps calls back to leases.
+func (r *Redis) leaseBatch(n int, slotOf func(int) SlotRef, validate func(int) error, call func(int) flushCall) (calls []flushCall, idx []int, errs []error) {
+	errs = make([]error, n)
+	for i := 0; i < n; i++ {
+		if err := r.check(slotOf(i).Space); err != nil {
+			errs[i] = err
 			continue
 		}
-		cmd := cmds[i]
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			// The script cache was lost (restart, failover): EVAL puts it back.
-			cmd = renewScript.Eval(ctx, r.c, []string{leaseKey(l.Slot)}, l.Holder, strconv.FormatUint(l.Epoch, 10), ttl.Milliseconds())
+		if err := validate(i); err != nil {
+			errs[i] = err
+			continue
 		}
+		calls = append(calls, call(i))
+		idx = append(idx, i)
+	}
+	return calls, idx, errs
+}
+
+func (r *Redis) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration) ([]Lease, []error) {
+	renewed := make([]Lease, len(leases))
+	calls, idx, errs := r.leaseBatch(len(leases),
+		func(i int) SlotRef { return leases[i].Slot },
+		func(i int) error { return validateTTL("renew", leases[i].Slot, leases[i].Holder, ttl) },
+		func(i int) flushCall {
+			l := leases[i]
+			return flushCall{keys: []string{leaseKey(l.Slot)}, args: []any{l.Holder, strconv.FormatUint(l.Epoch, 10), ttl.Milliseconds()}}
+		})
+	cmds, err := r.evalAll(ctx, renewScript, calls)
+	for j, i := range idx {
+		l := leases[i]
 		op := "renew slot " + l.Slot.String()
-		reply, err := cmd.Slice()
+		if err != nil {
+			errs[i] = r.fail(op, err)
+			continue
+		}
+		reply, err := cmds[j].Slice()
 		if err != nil {
 			errs[i] = r.fail(op, err)
 			continue
@@ -398,6 +420,85 @@ func (r *Redis) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration)
 		}
 	}
 	return renewed, errs
+}
+
+func (r *Redis) AcquireAll(ctx context.Context, slots []SlotRef, holder, addr string, ttl time.Duration) ([]Lease, []error) {
+	leases := make([]Lease, len(slots))
+	calls, idx, errs := r.leaseBatch(len(slots),
+		func(i int) SlotRef { return slots[i] },
+		func(i int) error { return validateTTL("acquire", slots[i], holder, ttl) },
+		func(i int) flushCall {
+			return flushCall{keys: []string{leaseKey(slots[i])}, args: []any{holder, addr, ttl.Milliseconds()}}
+		})
+	cmds, err := r.evalAll(ctx, acquireScript, calls)
+	for j, i := range idx {
+		op := "acquire slot " + slots[i].String()
+		if err != nil {
+			errs[i] = r.fail(op, err)
+			continue
+		}
+		reply, err := cmds[j].Slice()
+		if err != nil {
+			errs[i] = r.fail(op, err)
+			continue
+		}
+		l, granted, err := leaseStatus(slots[i], reply)
+		switch {
+		case err != nil:
+			errs[i] = fmt.Errorf("statestore: %s: %w", op, err)
+		case !granted:
+			errs[i] = &HeldError{Lease: l}
+		default:
+			leases[i] = l
+		}
+	}
+	return leases, errs
+}
+
+func (r *Redis) ReleaseAll(ctx context.Context, leases []Lease) []error {
+	calls, idx, errs := r.leaseBatch(len(leases),
+		func(i int) SlotRef { return leases[i].Slot },
+		func(i int) error { return validateLease(leases[i]) },
+		func(i int) flushCall {
+			l := leases[i]
+			return flushCall{keys: []string{leaseKey(l.Slot)}, args: []any{l.Holder, strconv.FormatUint(l.Epoch, 10)}}
+		})
+	cmds, err := r.evalAll(ctx, releaseScript, calls)
+	for j, i := range idx {
+		op := "release slot " + leases[i].Slot.String()
+		if err != nil {
+			errs[i] = r.fail(op, err)
+			continue
+		}
+		errs[i] = r.fail(op, cmds[j].Err())
+	}
+	return errs
+}
+
+func (r *Redis) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]string, error) {
+	out := make([][]string, len(slots))
+	if n <= 0 || len(slots) == 0 {
+		return out, nil
+	}
+	for _, s := range slots {
+		if err := r.check(s.Space); err != nil {
+			return nil, err
+		}
+	}
+	cmds := make([]*redis.StringSliceCmd, len(slots))
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range slots {
+			cmds[i] = p.ZRevRange(ctx, hotKey(s), 0, int64(n-1))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, r.fail(fmt.Sprintf("hot keys of %d slots", len(slots)), err)
+	}
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
 }
 
 func (r *Redis) Renew(ctx context.Context, lease Lease, ttl time.Duration) (Lease, error) {

@@ -112,12 +112,17 @@ type Store interface {
 	Flush(ctx context.Context, lease Lease, records []*Record) (FlushResult, error)
 	// HotKeys returns up to n keys of the slot, most recently written first.
 	HotKeys(ctx context.Context, slot SlotRef, n int) ([]string, error)
+	// HotKeysAll is HotKeys for many slots in one round trip.
+	HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]string, error)
 
 	// Acquire takes the slot's lease for holder if it is free, expired or
 	// already held by holder, and returns it with the epoch incremented
 	// (also when holder re-acquires its own lease). A live lease of another
 	// holder gives a *HeldError.
 	Acquire(ctx context.Context, slot SlotRef, holder, addr string, ttl time.Duration) (Lease, error)
+	// AcquireAll is Acquire for many slots in one round trip; errs[i]
+	// belongs to slots[i].
+	AcquireAll(ctx context.Context, slots []SlotRef, holder, addr string, ttl time.Duration) (leases []Lease, errs []error)
 	// Renew extends a lease still held at its epoch (also after it expired,
 	// provided nobody took it over). Otherwise it returns ErrFenced.
 	Renew(ctx context.Context, lease Lease, ttl time.Duration) (Lease, error)
@@ -128,6 +133,8 @@ type Store interface {
 	// Release frees a lease still held at its epoch, keeping the epoch.
 	// Releasing a lease that is no longer current is not an error.
 	Release(ctx context.Context, lease Lease) error
+	// ReleaseAll is Release for many leases in one round trip.
+	ReleaseAll(ctx context.Context, leases []Lease) []error
 	// Current returns the slot's lease as stored (zero Holder when free).
 	Current(ctx context.Context, slot SlotRef) (Lease, error)
 

@@ -600,7 +600,8 @@ func (a *Agent) renewAll() {
 	}
 }
 
-// renewBatch bounds one renewal round trip; 4,096 held slots take 8.
+// renewBatch bounds one renewal or release round trip; 4,096 held slots
+// take 8.
 const renewBatch = 512
 
 func (a *Agent) handoffLoop() {
@@ -736,11 +737,7 @@ func (a *Agent) Drain(ctx context.Context) (DrainSummary, error) {
 		sum.Took = a.clock.Since(start)
 		return sum, err
 	}
-	var (
-		wg       sync.WaitGroup
-		released atomic.Int64
-		sem      = make(chan struct{}, flushParallelism)
-	)
+	var leases []statestore.Lease
 	for _, s := range a.slots {
 		s.mu.Lock()
 		for s.phase == phaseAcquiring {
@@ -754,29 +751,31 @@ func (a *Agent) Drain(ctx context.Context) (DrainSummary, error) {
 		}
 		lease, phase := s.lease, s.phase
 		s.mu.Unlock()
-		if phase != phaseHeld && phase != phaseDraining {
-			continue
+		if (phase == phaseHeld || phase == phaseDraining) && a.dropSlot(s, lease, false) {
+			leases = append(leases, lease)
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if a.dropSlot(s, lease, false) {
-				a.releaseLease(s.ref, lease)
-				released.Add(1)
-			}
-		}()
 	}
-	wg.Wait()
-	sum.Released = int(released.Load())
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.FlushTimeout)
+	defer cancel()
+	for start := 0; start < len(leases); start += renewBatch {
+		batch := leases[start:min(start+renewBatch, len(leases))]
+		for i, err := range a.store.ReleaseAll(rctx, batch) {
+			if err != nil {
+				// The lease expires on its own; nothing is unsafe.
+				a.logger.Warnw("lease release failed", zap.Stringer("slot", batch[i].Slot), zap.Error(err))
+			}
+		}
+	}
+	sum.Released = len(leases)
 	sum.Took = a.clock.Since(start)
 	return sum, nil
 }
 
 // Prepare preloads the hottest entities of slots (all when empty), within
-// the budgets. A free slot is taken on the way, so its entities are
-// authoritative at once (scale from zero); a slot held elsewhere is loaded as
-// a hint that is re-validated when its lease comes to us.
+// the budgets. Free slots are taken on the way, so their entities are
+// authoritative at once (scale from zero); entities of a slot held elsewhere
+// are hints, re-read when its lease comes to us. Leases and hot sets go in
+// one round trip each, whatever the slot count.
 func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxBytes int64) (*adminv1.PrepareResponse, error) {
 	start := a.clock.Now()
 	if maxEntities <= 0 {
@@ -796,30 +795,42 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 			return nil, fmt.Errorf("slot %d out of range: the space has %d slots", n, len(a.slots))
 		}
 	}
+	a.takeFree(ctx, slots)
+
 	// Spread the entity budget evenly, so one hot slot cannot starve the rest.
-	perSlot := int(maxEntities / int64(len(slots)))
-	if perSlot < 1 {
-		perSlot = 1
+	perSlot := max(int(maxEntities/int64(len(slots))), 1)
+	refs := make([]statestore.SlotRef, len(slots))
+	for i, n := range slots {
+		refs[i] = a.slots[n].ref
 	}
-	var loaded, bytes atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, len(slots))
-	sem := make(chan struct{}, flushParallelism)
-	for _, n := range slots {
+	hot, err := a.store.HotKeysAll(ctx, refs, perSlot)
+	if err != nil {
+		return nil, fmt.Errorf("reading hot sets: %w", err)
+	}
+	var (
+		loaded, bytes atomic.Int64
+		wg            sync.WaitGroup
+		errs          = make(chan error, len(slots))
+		sem           = make(chan struct{}, flushParallelism)
+	)
+	for i, n := range slots {
+		if len(hot[i]) == 0 {
+			continue
+		}
 		if loaded.Load() >= maxEntities || bytes.Load() >= maxBytes {
 			break
 		}
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(s *slot) {
+		go func(s *slot, keys []string) {
 			defer func() { <-sem; wg.Done() }()
-			n, b, err := a.prepareSlot(ctx, s, perSlot, maxBytes-bytes.Load())
+			n, b, err := a.preloadSlot(ctx, s, keys, maxBytes-bytes.Load())
 			loaded.Add(n)
 			bytes.Add(b)
 			if err != nil {
 				errs <- err
 			}
-		}(a.slots[n])
+		}(a.slots[n], hot[i])
 	}
 	wg.Wait()
 	close(errs)
@@ -829,35 +840,56 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 	return resp, <-errs
 }
 
-func (a *Agent) prepareSlot(ctx context.Context, s *slot, n int, maxBytes int64) (int64, int64, error) {
-	s.mu.Lock()
-	phase := s.phase
-	s.mu.Unlock()
-	if phase == phaseFree && !a.draining.Load() {
-		// Take the lease if nobody holds it; a held one stays where it is.
-		at := &acquisition{done: make(chan struct{})}
+// takeFree takes the leases of the slots nobody holds, in one round trip.
+// Held ones stay where they are.
+func (a *Agent) takeFree(ctx context.Context, slots []uint32) {
+	if a.draining.Load() {
+		return
+	}
+	var (
+		taking []*slot
+		ats    []*acquisition
+		refs   []statestore.SlotRef
+	)
+	for _, n := range slots {
+		s := a.slots[n]
 		s.mu.Lock()
 		if s.phase == phaseFree {
+			at := &acquisition{done: make(chan struct{})}
 			s.phase, s.attempt = phaseAcquiring, at
-			s.mu.Unlock()
-			lctx, cancel := context.WithTimeout(ctx, a.cfg.FlushTimeout)
-			lease, err := a.store.Acquire(lctx, s.ref, a.cfg.Pod, a.cfg.advertise(), a.cfg.LeaseTTL)
-			cancel()
-			if err != nil {
-				// Events that queued behind this attempt start their own,
-				// which asks the holder for a handoff: a preload is no
-				// reason to turn them away.
-				err = errPreloadOnly
-			}
-			a.finishAcquire(s, at, lease, err, false)
-		} else {
-			s.mu.Unlock()
+			taking, ats, refs = append(taking, s), append(ats, at), append(refs, s.ref)
 		}
+		s.mu.Unlock()
 	}
-	keys, err := a.store.HotKeys(ctx, s.ref, n)
-	if err != nil || len(keys) == 0 {
-		return 0, 0, err
+	if len(taking) == 0 {
+		return
 	}
+	lctx, cancel := context.WithTimeout(ctx, a.cfg.FlushTimeout)
+	leases, errs := a.store.AcquireAll(lctx, refs, a.cfg.Pod, a.cfg.advertise(), a.cfg.LeaseTTL)
+	cancel()
+	for i, s := range taking {
+		err := errs[i]
+		if err == nil {
+			// Hints preloaded while another agent held the slot become
+			// authoritative only once re-read.
+			err = a.revalidate(s)
+			if err != nil {
+				a.releaseLease(s.ref, leases[i])
+			}
+		}
+		if err != nil {
+			// Events that queued behind this attempt start their own,
+			// which asks the holder for a handoff: a preload is no reason
+			// to turn them away.
+			err = errPreloadOnly
+		}
+		a.finishAcquire(s, ats[i], leases[i], err, false)
+	}
+}
+
+// preloadSlot loads keys of one slot into the cache, never replacing what
+// events have already seen.
+func (a *Agent) preloadSlot(ctx context.Context, s *slot, keys []string, maxBytes int64) (int64, int64, error) {
 	recs, err := a.store.Load(ctx, s.ref, keys)
 	if err != nil {
 		return 0, 0, err
@@ -868,11 +900,8 @@ func (a *Agent) prepareSlot(ctx context.Context, s *slot, n int, maxBytes int64)
 	held := s.phase == phaseHeld
 	for _, k := range keys {
 		rec := recs[k]
-		if rec == nil || bytes >= maxBytes {
+		if rec == nil || bytes >= maxBytes || s.entities[k] != nil {
 			continue
-		}
-		if s.entities[k] != nil {
-			continue // already cached: never replace what events have seen.
 		}
 		e := &entity{key: k}
 		e.mu.Lock()

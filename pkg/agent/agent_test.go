@@ -593,3 +593,29 @@ func TestPreloadGate(t *testing.T) {
 		t.Fatal("not ready after the gate's time: it must fall back to lazy loading")
 	}
 }
+
+// A hint preloaded while another agent held the slot must also be re-read
+// when a later Prepare takes the slot because it became free.
+func TestPreloadedHintRevalidatedOnTakingAFreeSlot(t *testing.T) {
+	store := memStore(t)
+	ctx := context.Background()
+	a := startAgent(t, testConfig("a", "ns/hint2"), store, &counterFn{})
+	b := startAgent(t, testConfig("b", "ns/hint2"), store, &counterFn{})
+	a.Invoke(ctx, event("k", "", "add", 1))
+	a.Flush(ctx)
+	slot := []uint32{slotOf("k", 64)}
+	if _, err := b.Prepare(ctx, slot, 0, 0); err != nil { // a holds it: a hint
+		t.Fatal(err)
+	}
+	a.Invoke(ctx, event("k", "", "add", 1))
+	if _, err := a.Drain(ctx); err != nil { // count 2 written, slot released
+		t.Fatal(err)
+	}
+	if _, err := b.Prepare(ctx, slot, 0, 0); err != nil { // takes the free slot
+		t.Fatal(err)
+	}
+	res, err := b.Invoke(ctx, event("k", "", "get", 0))
+	if err != nil || replyCount(t, res) != 2 {
+		t.Fatalf("b: %v, %v; want count 2, not the stale hint's 1", res, err)
+	}
+}

@@ -64,6 +64,7 @@ func Run(t *testing.T, h Harness) {
 		{"RenewExtends", testRenewExtends},
 		{"RenewAfterExpiryWithoutTakeover", testRenewAfterExpiry},
 		{"RenewAllMatchesRenew", testRenewAll},
+		{"BatchAcquireReleaseHotKeys", testBatchOps},
 		{"EpochNeverDecreases", testEpochMonotonic},
 		{"ConcurrentAcquireHasOneWinner", testConcurrentAcquire},
 		{"FencedFlushWritesNothing", testFencedFlush},
@@ -344,6 +345,56 @@ func testRenewAll(t *testing.T, e *env) {
 	}
 	if renewed, errs := e.s.RenewAll(e.ctx, nil, longTTL); len(renewed) != 0 || len(errs) != 0 {
 		t.Errorf("RenewAll of nothing: %v, %v", renewed, errs)
+	}
+}
+
+// AcquireAll, ReleaseAll and HotKeysAll give per slot what their single
+// forms give.
+func testBatchOps(t *testing.T, e *env) {
+	slots := []statestore.SlotRef{{Space: e.space, Slot: 0}, {Space: e.space, Slot: 1}, {Space: e.space, Slot: 2}}
+	held, err := e.s.Acquire(e.ctx, slots[1], "b", "b:1", longTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, errs := e.s.AcquireAll(e.ctx, slots, "a", "a:1", longTTL)
+	var he *statestore.HeldError
+	if !errors.As(errs[1], &he) || he.Lease.Holder != "b" || he.Lease.Epoch != held.Epoch {
+		t.Errorf("slot held by b: err = %v, want a HeldError naming b at epoch %d", errs[1], held.Epoch)
+	}
+	for _, i := range []int{0, 2} {
+		if errs[i] != nil || leases[i].Holder != "a" || leases[i].Epoch != 1 {
+			t.Errorf("free slot %d: %+v, %v; want a's lease at epoch 1", i, leases[i], errs[i])
+		}
+	}
+	e.flush(t, leases[0], rec("x", 1, "1"), rec("y", 1, "2"))
+	hot, err := e.s.HotKeysAll(e.ctx, slots, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range slots {
+		one, err := e.s.HotKeys(e.ctx, s, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(one, hot[i], cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("HotKeysAll slot %d (-HotKeys +HotKeysAll):\n%s", i, diff)
+		}
+	}
+	if len(hot[0]) != 2 {
+		t.Errorf("hot keys of slot 0: %v, want x and y", hot[0])
+	}
+	stale := leases[2]
+	stale.Epoch++ // never held: releasing it is no error and changes nothing
+	for i, err := range e.s.ReleaseAll(e.ctx, []statestore.Lease{leases[0], stale, leases[2]}) {
+		if err != nil {
+			t.Errorf("ReleaseAll[%d]: %v", i, err)
+		}
+	}
+	for _, i := range []int{0, 2} {
+		cur, err := e.s.Current(e.ctx, slots[i])
+		if err != nil || cur.Holder != "" || cur.Epoch != 1 {
+			t.Errorf("slot %d after ReleaseAll: %+v, %v; want free, epoch kept at 1", i, cur, err)
+		}
 	}
 }
 
