@@ -6,6 +6,12 @@ import (
 
 // NewRootCommand builds the kn-kstate command tree.
 func NewRootCommand() *cobra.Command {
+	return newRootCommand(&Params{})
+}
+
+// newRootCommand builds the command tree on p, which tests give fake
+// clients.
+func newRootCommand(p *Params) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kstate",
 		Short: "Stateful, key-affine Knative Services",
@@ -15,6 +21,15 @@ func NewRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	p.addGlobalFlags(root)
 	root.AddCommand(newDevCommand())
+	root.AddCommand(
+		newEnableCommand(p),
+		newDisableCommand(p),
+		newDescribeCommand(p),
+		newOwnerCommand(p),
+		newGetCommand(p),
+		newSendCommand(p),
+	)
 	return root
 }
