@@ -312,7 +312,8 @@ func checkRBAC(t *testing.T, docs []*doc, sa string) {
 	}
 
 	// Least privilege: nothing cluster-wide beyond reading webhook
-	// configurations; writes only to kstate's own objects.
+	// configurations and what the autoscaler plugin needs; writes only to
+	// kstate's own objects and pod annotations.
 	names := func(rules []rbacv1.PolicyRule, resource, verb string) (all bool, some sets.Set[string]) {
 		some = sets.New[string]()
 		for _, r := range rules {
@@ -340,6 +341,23 @@ func checkRBAC(t *testing.T, docs []*doc, sa string) {
 		all, got := names(c.rules, c.resource, c.verb)
 		if all || !got.Equal(sets.New(c.want...)) {
 			t.Errorf("%s %s allowed for all=%v names=%v, want exactly %v", c.verb, c.resource, all, sets.List(got), c.want)
+		}
+	}
+	// The autoscaler plugin patches pods (two annotations) and reads
+	// revisions, pods and endpoints; it never updates pods or writes
+	// anything else of users'.
+	for _, c := range []struct{ resource, verb string }{
+		{"pods", "patch"}, {"pods", "watch"}, {"endpoints", "watch"}, {"revisions", "watch"},
+	} {
+		if all, _ := names(cr.Rules, c.resource, c.verb); !all {
+			t.Errorf("the ClusterRole does not grant %s on %s, which the autoscaler plugin needs", c.verb, c.resource)
+		}
+	}
+	for _, c := range []struct{ resource, verb string }{
+		{"pods", "update"}, {"endpoints", "patch"}, {"endpoints", "update"}, {"revisions", "patch"}, {"revisions", "update"},
+	} {
+		if all, some := names(cr.Rules, c.resource, c.verb); all || some.Len() > 0 {
+			t.Errorf("the ClusterRole grants %s on %s", c.verb, c.resource)
 		}
 	}
 	for _, r := range cr.Rules {

@@ -3,6 +3,7 @@ package resources
 import (
 	"net"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -18,12 +19,22 @@ const (
 	AgentPort = 8080
 	// AgentPortName makes Knative speak HTTP/1 to the agent.
 	AgentPortName = "http1"
-	// AdminPort is the agent's admin gRPC port, on localhost (AdminAddr).
-	// The agent's own default, 9091, is the queue-proxy's user metrics port
-	// in a Knative pod, so the webhook always sets it.
+	// AdminPort is the agent's admin gRPC port (AdminAddr). The agent's own
+	// default, 9091, is the queue-proxy's user metrics port in a Knative
+	// pod, so the webhook always sets it.
 	AdminPort = 9181
-	// AdminAddr is where the agent serves its admin gRPC API.
-	AdminAddr = "127.0.0.1:9181"
+	// AdminAddr is where the agent serves its admin gRPC API: every
+	// interface of the pod (IPv4 and IPv6), so that the controller's
+	// autoscaler plugin reaches it at <podIP>:9181 and tools inside the pod
+	// still at 127.0.0.1:9181. It is not a container port: Knative routes
+	// no traffic to it. See docs/operations.md on restricting it.
+	AdminAddr = ":9181"
+	// PreloadGate is KSTATE_PRELOAD_GATE: a new pod's agent stays unready
+	// until the controller's Prepare call finished, or this long after it
+	// started, whichever is first. It covers the controller noticing the
+	// pod and the preload itself; without a controller a pod turns Ready
+	// this much later and loads lazily.
+	PreloadGate = 10 * time.Second
 	// DefaultFunctionPort is the function's gRPC port on localhost when its
 	// container declares no port, or declares the agent's.
 	DefaultFunctionPort = 9081
@@ -52,6 +63,7 @@ const (
 	EnvMaxDirtyBytes = "KSTATE_MAX_DIRTY_BYTES"
 	EnvPreloadCount  = "KSTATE_PRELOAD_ENTITIES"
 	EnvPreloadBytes  = "KSTATE_PRELOAD_BYTES"
+	EnvPreloadGate   = "KSTATE_PRELOAD_GATE"
 	EnvDedupWindow   = "KSTATE_DEDUP_WINDOW"
 	EnvDrainTimeout  = "KSTATE_DRAIN_TIMEOUT"
 	EnvStoreURL      = "KSTATE_STORE_URL"
@@ -76,7 +88,10 @@ func FunctionAddr(port int32) string {
 //	kstate.dev/store           KSTATE_STORE_URL, from the Secret key
 //	kstate.dev/dedup-window    KSTATE_DEDUP_WINDOW
 //
-// and config-kstate's drain-timeout is KSTATE_DRAIN_TIMEOUT. The pod's
+// and config-kstate's drain-timeout is KSTATE_DRAIN_TIMEOUT.
+// KSTATE_ADMIN_ADDR (AdminAddr) and KSTATE_PRELOAD_GATE (PreloadGate) are
+// fixed: the controller's autoscaler plugin prepares joining pods over the
+// admin API while the gate holds them unready. The pod's
 // identity comes from the downward API: KSTATE_POD_NAME from
 // metadata.name, KSTATE_POD_ADDR from status.podIP and the agent's port
 // (Knative allows fieldRef only with its kubernetes.podspec-fieldref
@@ -104,6 +119,7 @@ func MakeAgentEnv(s *kstate.Spec, d *config.Defaults, functionPort int32) []core
 		corev1.EnvVar{Name: EnvMaxDirtyBytes, Value: strconv.FormatInt(s.MaxDirtyBytes, 10)},
 		corev1.EnvVar{Name: EnvPreloadCount, Value: strconv.FormatInt(s.Preload.Entities, 10)},
 		corev1.EnvVar{Name: EnvPreloadBytes, Value: strconv.FormatInt(s.Preload.Bytes, 10)},
+		corev1.EnvVar{Name: EnvPreloadGate, Value: PreloadGate.String()},
 		corev1.EnvVar{Name: EnvDedupWindow, Value: strconv.Itoa(s.DedupWindow)},
 		corev1.EnvVar{Name: EnvDrainTimeout, Value: d.DrainTimeout.String()},
 		corev1.EnvVar{Name: EnvStoreURL, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{

@@ -3,6 +3,8 @@ package resources
 import (
 	"flag"
 	"io"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +65,7 @@ func TestMakeAgentEnv(t *testing.T) {
 			podName, podIP,
 			{Name: "KSTATE_POD_ADDR", Value: "$(KSTATE_POD_IP):8080"},
 			{Name: "KSTATE_ADDR", Value: ":8080"},
-			{Name: "KSTATE_ADMIN_ADDR", Value: "127.0.0.1:9181"},
+			{Name: "KSTATE_ADMIN_ADDR", Value: ":9181"},
 			{Name: "KSTATE_FUNCTION_ADDR", Value: "127.0.0.1:9081"},
 			{Name: "KSTATE_SPACE", Value: "shop/cart"},
 			{Name: "KSTATE_SLOTS", Value: "4096"},
@@ -72,6 +74,7 @@ func TestMakeAgentEnv(t *testing.T) {
 			{Name: "KSTATE_MAX_DIRTY_BYTES", Value: "67108864"},
 			{Name: "KSTATE_PRELOAD_ENTITIES", Value: "100000"},
 			{Name: "KSTATE_PRELOAD_BYTES", Value: "134217728"},
+			{Name: "KSTATE_PRELOAD_GATE", Value: "10s"},
 			{Name: "KSTATE_DEDUP_WINDOW", Value: "32"},
 			{Name: "KSTATE_DRAIN_TIMEOUT", Value: "25s"},
 			storeURL("kstate-store", "url"),
@@ -95,7 +98,7 @@ func TestMakeAgentEnv(t *testing.T) {
 			podName, podIP,
 			{Name: "KSTATE_POD_ADDR", Value: "$(KSTATE_POD_IP):8080"},
 			{Name: "KSTATE_ADDR", Value: ":8080"},
-			{Name: "KSTATE_ADMIN_ADDR", Value: "127.0.0.1:9181"},
+			{Name: "KSTATE_ADMIN_ADDR", Value: ":9181"},
 			{Name: "KSTATE_FUNCTION_ADDR", Value: "127.0.0.1:50051"},
 			{Name: "KSTATE_SPACE", Value: "shop/carts"},
 			{Name: "KSTATE_SLOTS", Value: "512"},
@@ -105,6 +108,7 @@ func TestMakeAgentEnv(t *testing.T) {
 			{Name: "KSTATE_MAX_DIRTY_BYTES", Value: "1073741824"},
 			{Name: "KSTATE_PRELOAD_ENTITIES", Value: "10"},
 			{Name: "KSTATE_PRELOAD_BYTES", Value: "1048576"},
+			{Name: "KSTATE_PRELOAD_GATE", Value: "10s"},
 			{Name: "KSTATE_DEDUP_WINDOW", Value: "100"},
 			{Name: "KSTATE_DRAIN_TIMEOUT", Value: "25s"},
 			storeURL("redis-creds", "REDIS_URL"),
@@ -122,7 +126,7 @@ func TestMakeAgentEnv(t *testing.T) {
 			podName, podIP,
 			{Name: "KSTATE_POD_ADDR", Value: "$(KSTATE_POD_IP):8080"},
 			{Name: "KSTATE_ADDR", Value: ":8080"},
-			{Name: "KSTATE_ADMIN_ADDR", Value: "127.0.0.1:9181"},
+			{Name: "KSTATE_ADMIN_ADDR", Value: ":9181"},
 			{Name: "KSTATE_FUNCTION_ADDR", Value: "127.0.0.1:9081"},
 			{Name: "KSTATE_SPACE", Value: "shop/cart"},
 			{Name: "KSTATE_SLOTS", Value: "4096"},
@@ -131,6 +135,7 @@ func TestMakeAgentEnv(t *testing.T) {
 			{Name: "KSTATE_MAX_DIRTY_BYTES", Value: "67108864"},
 			{Name: "KSTATE_PRELOAD_ENTITIES", Value: "5"},
 			{Name: "KSTATE_PRELOAD_BYTES", Value: "1024"},
+			{Name: "KSTATE_PRELOAD_GATE", Value: "10s"},
 			{Name: "KSTATE_DEDUP_WINDOW", Value: "32"},
 			{Name: "KSTATE_DRAIN_TIMEOUT", Value: "40s"},
 			storeURL("shared-redis", "url"),
@@ -237,6 +242,7 @@ func TestAgentConfigFromEnv(t *testing.T) {
 	want.MaxDirtyBytes = 2 << 20
 	want.PreloadEntities, want.PreloadBytes = 7, 3<<10
 	want.DedupWindow = 9
+	want.PreloadGate = PreloadGate
 	want.DrainTimeout = 30 * time.Second
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Error("agent Config (-want,+got):\n", diff)
@@ -276,7 +282,9 @@ func TestFunctionAddr(t *testing.T) {
 	if got := FunctionAddr(9081); got != "127.0.0.1:9081" {
 		t.Errorf("FunctionAddr(9081) = %q", got)
 	}
-	if AdminAddr != FunctionAddr(AdminPort) {
-		t.Errorf("AdminAddr %q is not on localhost:AdminPort %d", AdminAddr, AdminPort)
+	// The admin API listens on every interface of the pod, so the
+	// controller reaches it at <podIP>:AdminPort.
+	if host, port, err := net.SplitHostPort(AdminAddr); err != nil || host != "" || port != strconv.Itoa(AdminPort) {
+		t.Errorf("AdminAddr %q is not every interface's AdminPort %d", AdminAddr, AdminPort)
 	}
 }
