@@ -49,6 +49,7 @@ func newDevCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Example, "example", "counter", "built-in example to run: "+strings.Join(examples.Names(), ", "))
+	f.StringVar(&o.Function, "function", "", "run this command as the function, one per replica; it must serve gRPC on $KSTATE_FUNCTION_ADDR (replaces --example)")
 	f.StringVar(&o.Addr, "addr", "127.0.0.1:8080", "address to serve HTTP and CloudEvents on")
 	f.StringVar(&o.Key, "key", "", "key spec: header:NAME, ce:ATTRIBUTE, path:/prefix/{key} or query:NAME (default: ce:partitionkey for CloudEvents, the Kstate-Key header otherwise)")
 	f.StringVar(&o.Redis, "redis", "", "Redis URL (redis://, rediss://, redis+sentinel://, redis+cluster://); default: an embedded store")

@@ -1,15 +1,22 @@
 package dev
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"syscall"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kstate-dev/kstate/activator-plugin/affinity"
 	"github.com/kstate-dev/kstate/examples"
@@ -44,6 +51,7 @@ type replica struct {
 	srv    *agent.Server
 	cancel context.CancelFunc
 	done   chan runResult
+	fn     *exec.Cmd // the --function process, if any
 }
 
 type runResult struct {
@@ -65,12 +73,23 @@ func (c *cluster) startReplica(ctx context.Context, name string) (*replica, erro
 		cancel()
 		return nil, fmt.Errorf("function listener: %w", err)
 	}
-	go sdk.ServeListener(rctx, fnLis, c.ex.Handler(), sdk.WithLogger(c.log.Named(name)), sdk.WithDrainTimeout(time.Second))
+	fnAddr := fnLis.Addr().String()
+	var fn *exec.Cmd
+	if c.o.Function == "" {
+		go sdk.ServeListener(rctx, fnLis, c.ex.Handler(), sdk.WithLogger(c.log.Named(name)), sdk.WithDrainTimeout(time.Second))
+	} else {
+		// The port was free a moment ago; the function binds it itself.
+		fnLis.Close()
+		if fn, err = c.startFunction(rctx, name, fnAddr); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 
 	cfg := agent.DefaultConfig()
 	cfg.Pod = name
 	cfg.Addr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.FunctionAddr = fnLis.Addr().String()
+	cfg.FunctionAddr = fnAddr
 	cfg.Space = "dev/" + c.ex.Name
 	cfg.KeySpec = c.keySpec()
 	cfg.StoreURL = c.storeURL
@@ -85,9 +104,10 @@ func (c *cluster) startReplica(ctx context.Context, name string) (*replica, erro
 	srv, err := agent.NewServer(rctx, cfg, c.log.Named(name))
 	if err != nil {
 		cancel()
+		stopFunction(fn)
 		return nil, err
 	}
-	r := &replica{name: name, srv: srv, cancel: cancel, done: make(chan runResult, 1)}
+	r := &replica{name: name, srv: srv, cancel: cancel, done: make(chan runResult, 1), fn: fn}
 	go func() {
 		sum, err := srv.Run(rctx)
 		r.done <- runResult{sum, err}
@@ -110,8 +130,90 @@ func (c *cluster) stopReplica(r *replica) runResult {
 	}
 	r.cancel()
 	res := <-r.done
+	stopFunction(r.fn) // after the agent's drain, which may still call it
 	c.gone.add(r.srv.Agent.Stats())
 	return res
+}
+
+// startFunction runs --function for one replica, listening where
+// KSTATE_FUNCTION_ADDR says, and waits until its gRPC health check serves.
+func (c *cluster) startFunction(ctx context.Context, name, addr string) (*exec.Cmd, error) {
+	cmd := exec.Command("sh", "-c", c.o.Function)
+	cmd.Env = append(os.Environ(), sdk.AddressEnv+"="+addr)
+	out := &prefixWriter{prefix: name + " function: ", w: c.events}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stop its children too
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("--function %q: %w", c.o.Function, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		stopFunction(cmd)
+		return nil, err
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(functionStartTimeout)
+	for {
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := health.Check(hctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			go func() { <-exited }() // reap it whenever it ends
+			return cmd, nil
+		}
+		select {
+		case werr := <-exited:
+			return nil, fmt.Errorf("--function %q exited before serving on %s (%s=%s): %v", c.o.Function, addr, sdk.AddressEnv, addr, werr)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stopFunction(cmd)
+			return nil, fmt.Errorf("--function %q did not answer gRPC health checks on %s within %s; it must listen on $%s", c.o.Function, addr, functionStartTimeout, sdk.AddressEnv)
+		}
+	}
+}
+
+const functionStartTimeout = 30 * time.Second
+
+// stopFunction ends a --function process group: SIGTERM, then SIGKILL.
+func stopFunction(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	pgid := -cmd.Process.Pid
+	syscall.Kill(pgid, syscall.SIGTERM)
+	for i := 0; i < 100; i++ {
+		if syscall.Kill(pgid, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(pgid, syscall.SIGKILL)
+}
+
+// prefixWriter turns a function's output into dev event lines.
+type prefixWriter struct {
+	prefix string
+	w      func(format string, args ...any)
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		p.w("%s%s", p.prefix, p.buf[:i])
+		p.buf = p.buf[i+1:]
+	}
 }
 
 // scale moves to n replicas. Scale-down removes the replicas holding the

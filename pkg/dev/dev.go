@@ -32,7 +32,10 @@ const (
 // Options configure a dev run.
 type Options struct {
 	Example string
-	Addr    string // serving address (the router)
+	// Function is a command that serves a gRPC function on
+	// $KSTATE_FUNCTION_ADDR; one runs per replica. It replaces Example.
+	Function string
+	Addr     string // serving address (the router)
 	Redis   string // store URL; empty: the embedded store
 	Key     string // key spec; empty: the example's own, else the defaults
 	Slots   int
@@ -55,8 +58,10 @@ type Options struct {
 
 // Validate names the first bad option.
 func (o *Options) Validate() error {
-	if _, err := examples.Lookup(o.Example); err != nil {
-		return fmt.Errorf("--example: %w", err)
+	if o.Function == "" {
+		if _, err := examples.Lookup(o.Example); err != nil {
+			return fmt.Errorf("--example: %w", err)
+		}
 	}
 	if _, _, err := net.SplitHostPort(o.Addr); err != nil {
 		return fmt.Errorf("--addr %q: expected HOST:PORT, e.g. 127.0.0.1:8080", o.Addr)
@@ -89,6 +94,11 @@ func Run(ctx context.Context, o Options, out io.Writer, log *zap.SugaredLogger) 
 		return err
 	}
 	ex, _ := examples.Lookup(o.Example)
+	if o.Function != "" {
+		ex = examples.Example{Name: "function", Try: func(addr string) string {
+			return fmt.Sprintf("curl -s -XPOST -H 'Kstate-Key: k1' -d '{}' http://%s/", addr)
+		}}
+	}
 	if o.Slots == 0 {
 		o.Slots = placement.DefaultSlots
 	}
@@ -137,7 +147,11 @@ func Run(ctx context.Context, o Options, out io.Writer, log *zap.SugaredLogger) 
 	go front.Serve(lis)
 	addr := lis.Addr().String()
 
-	printf("kstate dev: example %q on http://%s (store: %s, %s durability)\n", ex.Name, addr, storeName, durabilityOf(o))
+	what := fmt.Sprintf("example %q", ex.Name)
+	if o.Function != "" {
+		what = fmt.Sprintf("function %q", o.Function)
+	}
+	printf("kstate dev: %s on http://%s (store: %s, %s durability)\n", what, addr, storeName, durabilityOf(o))
 	printf("  try:   %s\n", ex.Try(addr))
 	printf("  scale: go run ./cmd/kn-kstate dev scale N --addr %s\n", addr)
 	printf("  Ctrl-C flushes every entity and stops.\n")
