@@ -7,10 +7,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"syscall"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"

@@ -36,9 +36,9 @@ type Options struct {
 	// $KSTATE_FUNCTION_ADDR; one runs per replica. It replaces Example.
 	Function string
 	Addr     string // serving address (the router)
-	Redis   string // store URL; empty: the embedded store
-	Key     string // key spec; empty: the example's own, else the defaults
-	Slots   int
+	Redis    string // store URL; empty: the embedded store
+	Key      string // key spec; empty: the example's own, else the defaults
+	Slots    int
 	// Replicas to start with (agent+function pairs behind the router).
 	Replicas   int
 	Durability agent.Durability
