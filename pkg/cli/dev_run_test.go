@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestSendAgainstDev(t *testing.T) {
 		}
 	}
 	again := send("structured")
-	if !strings.Contains(again, `"count": 5`) || !strings.Contains(strings.ToLower(again), "duplicate: yes") {
+	if !strings.Contains(again, `"count": 5`) || !regexp.MustCompile(`(?m)^Duplicate:\s+yes$`).MatchString(again) {
 		t.Errorf("redelivery output should show count 5 and the duplicate header:\n%s", again)
 	}
 }
