@@ -89,7 +89,7 @@ func DefaultConfig() Config {
 	return Config{
 		Pod:             host,
 		Addr:            ":8080",
-		AdminAddr:       "127.0.0.1:9091",
+		AdminAddr:       "127.0.0.1:9181", // 9091 is queue-proxy's in a Knative pod
 		FunctionAddr:    "127.0.0.1:9081",
 		Space:           "default/default",
 		Slots:           placement.DefaultSlots,

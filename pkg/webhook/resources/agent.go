@@ -19,9 +19,9 @@ const (
 	AgentPort = 8080
 	// AgentPortName makes Knative speak HTTP/1 to the agent.
 	AgentPortName = "http1"
-	// AdminPort is the agent's admin gRPC port (AdminAddr). The agent's own
-	// default, 9091, is the queue-proxy's user metrics port in a Knative
-	// pod, so the webhook always sets it.
+	// AdminPort is the agent's admin gRPC port (AdminAddr), the agent's own
+	// default port too (9091 would be the queue-proxy's user metrics port in
+	// a Knative pod). The webhook sets it on every interface.
 	AdminPort = 9181
 	// AdminAddr is where the agent serves its admin gRPC API: every
 	// interface of the pod (IPv4 and IPv6), so that the controller's
