@@ -1,0 +1,3 @@
+module github.com/kstate-dev/kstate/test/e2e
+
+go 1.26

@@ -1,0 +1,172 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startRedis starts a private redis-server on the node address (pods reach
+// it there), configured as production must be: append-only file, fsync
+// always, no snapshots. It is stopped when the test ends.
+func startRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not on PATH (apt-get install redis-server): %v", err)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(nodeIP, "0"))
+	if err != nil {
+		t.Fatalf("no free port on %s (is the cluster up?): %v", nodeIP, err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	logf := filepath.Join(dir, "redis.log")
+	cmd := exec.Command(bin, "--bind", nodeIP, "--port", fmt.Sprint(port), "--protected-mode", "no",
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", dir, "--logfile", logf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf)
+			t.Logf("redis-server log:\n%s", b)
+		}
+	})
+	addr := net.JoinHostPort(nodeIP, fmt.Sprint(port))
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("redis-server did not listen on %s", addr)
+		}
+	}
+}
+
+// counterKsvc is the counter example as a Knative Service with the kstate
+// agent as its serving container, configured by hand with the KSTATE_*
+// variables the webhook (pkg/webhook) is to inject.
+func counterKsvc(ns, redisAddr string) string {
+	return `apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: counter
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/window: "6s"
+        autoscaling.knative.dev/target-burst-capacity: "-1"
+    spec:
+      containers:
+      - name: kstate-agent
+        image: dev.local/kstate/kstate-agent:e2e
+        ports:
+        - name: http1
+          containerPort: 8080
+        env:
+        - name: KSTATE_POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: KSTATE_POD_IP
+          valueFrom: {fieldRef: {fieldPath: status.podIP}}
+        - name: KSTATE_POD_ADDR
+          value: $(KSTATE_POD_IP):8080
+        - {name: KSTATE_ADDR, value: ":8080"}
+        - {name: KSTATE_ADMIN_ADDR, value: "127.0.0.1:9181"}
+        - {name: KSTATE_FUNCTION_ADDR, value: "127.0.0.1:9081"}
+        - {name: KSTATE_SPACE, value: "` + ns + `/counter"}
+        - {name: KSTATE_STORE_URL, value: "redis://` + redisAddr + `"}
+        - {name: KSTATE_FLUSH_INTERVAL, value: "100ms"}
+        readinessProbe:
+          httpGet: {path: /.kstate/readyz}
+          periodSeconds: 1
+      - name: counter
+        image: dev.local/kstate/counter:e2e
+        env:
+        - {name: KSTATE_FUNCTION_ADDR, value: "127.0.0.1:9081"}
+`
+}
+
+// enableFieldRef turns on Knative's kubernetes.podspec-fieldref feature. The
+// agent needs the downward API (KSTATE_POD_NAME from metadata.name,
+// KSTATE_POD_IP from status.podIP); without the feature Knative's validating
+// webhook rejects the Service ("must not set the field(s): ...fieldRef").
+// kstate's install has to set it too: the agent the webhook injects uses the
+// same fields.
+func enableFieldRef(t *testing.T) {
+	t.Helper()
+	mustKubectl(t, "", "-n", "knative-serving", "patch", "configmap", "config-features", "--type", "merge",
+		"-p", `{"data":{"kubernetes.podspec-fieldref":"enabled"}}`)
+}
+
+type countReply struct {
+	Key   string `json:"key"`
+	Count int64  `json:"count"`
+}
+
+func count(t *testing.T, host, method, key, body string) countReply {
+	t.Helper()
+	out := mustRequest(t, method, host, "/", body, map[string]string{"Kstate-Key": key, "Content-Type": "application/json"})
+	var r countReply
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%s key %s: answer %q is not a count: %v", method, key, out, err)
+	}
+	if r.Key != key {
+		t.Fatalf("%s key %s: answer %q names another key", method, key, out)
+	}
+	return r
+}
+
+func TestKstateCounterSurvivesScaleToZero(t *testing.T) {
+	t.Parallel()
+	enableFieldRef(t)
+	redisAddr := startRedis(t)
+	ns := namespace(t)
+	host, took := applyKsvc(t, ns, "counter", counterKsvc(ns, redisAddr))
+	t.Logf("ksvc counter (agent + function, Redis at %s) Ready in %s", redisAddr, took.Round(time.Millisecond))
+
+	want := map[string]int64{}
+	for i, key := range []string{"alice", "bob", "alice", "carol", "alice"} {
+		by := int64(i + 1)
+		want[key] += by
+		if got := count(t, host, "POST", key, fmt.Sprintf(`{"by": %d}`, by)); got.Count != want[key] {
+			t.Fatalf("POST %s by %d: count %d, want %d", key, by, got.Count, want[key])
+		}
+	}
+	for key, n := range want {
+		if got := count(t, host, "GET", key, ""); got.Count != n {
+			t.Fatalf("GET %s before scale to zero: count %d, want %d", key, got.Count, n)
+		}
+	}
+
+	gone := waitScaledToZero(t, ns, "counter", 4*time.Minute)
+	t.Logf("scaled to zero %s after the last request", gone.Round(time.Second))
+
+	start := time.Now()
+	got := count(t, host, "GET", "alice", "")
+	t.Logf("first answer from zero in %s", time.Since(start).Round(time.Millisecond))
+	for key, n := range want {
+		if got = count(t, host, "GET", key, ""); got.Count != n {
+			t.Fatalf("GET %s after scale to zero and back: count %d, want %d (state lost)", key, got.Count, n)
+		}
+	}
+	if got := count(t, host, "POST", "alice", `{"by": 100}`); got.Count != want["alice"]+100 {
+		t.Fatalf("POST alice after scale from zero: count %d, want %d", got.Count, want["alice"]+100)
+	}
+	if strings.TrimSpace(mustKubectl(t, "", "-n", ns, "get", "ksvc", "counter", "-o", "jsonpath={.status.latestReadyRevisionName}")) != "counter-00001" {
+		t.Fatalf("the Service rolled to another revision during the test")
+	}
+}
