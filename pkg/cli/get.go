@@ -69,13 +69,8 @@ func newGetCommand(p *Params) *cobra.Command {
 					return fmt.Errorf("--redis: %w", err)
 				}
 			}
-			c, err := p.Clients()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			ns := p.namespace(c)
-			svc, err := getService(ctx, c, ns, name)
+			c, ns, svc, err := p.service(ctx, name)
 			if err != nil {
 				return err
 			}

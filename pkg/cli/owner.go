@@ -60,13 +60,8 @@ func newOwnerCommand(p *Params) *cobra.Command {
 			if err := keyspec.ValidateKey(key); err != nil {
 				return fmt.Errorf("KEY %q: %w", key, err)
 			}
-			c, err := p.Clients()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			ns := p.namespace(c)
-			svc, err := getService(ctx, c, ns, name)
+			c, ns, svc, err := p.service(ctx, name)
 			if err != nil {
 				return err
 			}

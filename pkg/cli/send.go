@@ -148,12 +148,7 @@ func (p *Params) send(cmd *cobra.Command, name string, o sendOptions) error {
 	ctx := cmd.Context()
 	hint := ""
 	if target == nil || o.keySpec == "" {
-		c, err := p.Clients()
-		if err != nil {
-			return err
-		}
-		ns := p.namespace(c)
-		svc, err := getService(ctx, c, ns, name)
+		_, ns, svc, err := p.service(ctx, name)
 		if err != nil {
 			return err
 		}

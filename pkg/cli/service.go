@@ -36,6 +36,18 @@ const systemNamespace = "kstate-system"
 const statsTimeout = 5 * time.Second
 
 // getService reads a Knative Service, with a not-found error that names it.
+// service builds the clients and reads the named Service in the command's
+// namespace: the first steps of every command that works on one Service.
+func (p *Params) service(ctx context.Context, name string) (*Clients, string, *servingv1.Service, error) {
+	c, err := p.Clients()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	ns := p.namespace(c)
+	svc, err := getService(ctx, c, ns, name)
+	return c, ns, svc, err
+}
+
 func getService(ctx context.Context, c *Clients, ns, name string) (*servingv1.Service, error) {
 	svc, err := c.Serving.ServingV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
