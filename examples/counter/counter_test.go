@@ -2,18 +2,15 @@ package counter_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/kstate-dev/kstate/examples/counter"
-	"github.com/kstate-dev/kstate/pkg/sdk"
+	"github.com/kstate-dev/kstate/examples/internal/fntest"
 	functionv1 "github.com/kstate-dev/kstate/proto/function/v1"
 )
 
@@ -23,27 +20,7 @@ const testTimeout = 10 * time.Second
 // agent would reach it, and returns a client for it.
 func client(t *testing.T) functionv1.FunctionClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- sdk.ServeListener(ctx, lis, counter.Handler(), sdk.WithLogger(zap.NewNop().Sugar()), sdk.WithDrainTimeout(0))
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeListener: %v", err)
-		}
-	})
-	return functionv1.NewFunctionClient(conn)
+	return fntest.Serve(t, counter.Handler())
 }
 
 type input struct {
