@@ -243,7 +243,8 @@ func (a *Agent) Invoke(ctx context.Context, inv *Invocation) (*Result, error) {
 		e.mu.Unlock()
 		return res, errSlotLost
 	}
-	e.rec.LastAccess = a.clock.Now()
+	e.used = a.clock.Now()
+	e.rec.LastAccess = e.used
 	if writes {
 		switch resp.GetAction() {
 		case functionv1.HandleResponse_SET:
@@ -638,19 +639,16 @@ func (a *Agent) evict(idle time.Duration) {
 	var lru []candidate
 	for _, s := range a.slots {
 		s.mu.Lock()
-		for k, e := range s.entities {
+		for _, e := range s.entities {
 			if e.refs > 0 {
 				continue
 			}
 			e.mu.Lock()
 			if !e.dirty {
-				if !e.loaded || now.Sub(e.lastAccess()) >= idle {
-					a.uncharge(s, e)
-					e.gone = true
-					delete(s.entities, k)
-					a.stats.evicted.Add(1)
+				if !e.loaded || now.Sub(e.used) >= idle {
+					a.forget(s, e)
 				} else {
-					lru = append(lru, candidate{s, e, e.lastAccess()})
+					lru = append(lru, candidate{s, e, e.used})
 				}
 			}
 			e.mu.Unlock()
@@ -668,10 +666,7 @@ func (a *Agent) evict(idle time.Duration) {
 		c.s.mu.Lock()
 		c.e.mu.Lock()
 		if c.e.refs == 0 && !c.e.dirty && c.s.entities[c.e.key] == c.e {
-			a.uncharge(c.s, c.e)
-			c.e.gone = true
-			delete(c.s.entities, c.e.key)
-			a.stats.evicted.Add(1)
+			a.forget(c.s, c.e)
 		}
 		c.e.mu.Unlock()
 		c.s.mu.Unlock()

@@ -619,3 +619,33 @@ func TestPreloadedHintRevalidatedOnTakingAFreeSlot(t *testing.T) {
 		t.Fatalf("b: %v, %v; want count 2, not the stale hint's 1", res, err)
 	}
 }
+
+// Idle eviction counts from when this agent last used an entity, not from
+// the last access stored with it: entities preloaded after a long idle
+// (scale from zero) must survive until they have been idle here.
+func TestPreloadedEntitiesAreNotIdleOnArrival(t *testing.T) {
+	store := memStore(t)
+	ctx := context.Background()
+	ref := statestore.SlotRef{Space: "ns/idle", Slot: slotOf("old", 64)}
+	lease, err := store.Acquire(ctx, ref, "writer", "w:1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &statestore.Record{Key: "old", State: []byte(`{"count":7}`), Version: 1, LastAccess: time.Now().Add(-24 * time.Hour)}
+	if _, err := store.Flush(ctx, lease, []*statestore.Record{old}); err != nil {
+		t.Fatal(err)
+	}
+	store.Release(ctx, lease)
+	a := startAgent(t, testConfig("a", "ns/idle"), store, &counterFn{})
+	if resp, err := a.Prepare(ctx, nil, 0, 0); err != nil || resp.EntitiesLoaded != 1 {
+		t.Fatalf("Prepare = %+v, %v; want the one entity", resp, err)
+	}
+	a.evict(time.Hour)
+	res, err := a.Invoke(ctx, event("old", "", "get", 0))
+	if err != nil || replyCount(t, res) != 7 {
+		t.Fatalf("read: %v, %v", res, err)
+	}
+	if st := a.Stats(); st.CacheMisses != 0 {
+		t.Errorf("the preloaded entity was evicted as idle before its first use (%d misses)", st.CacheMisses)
+	}
+}

@@ -23,6 +23,10 @@ type entity struct {
 	dirty      bool
 	dirtySince time.Time
 	flushed    uint64 // highest version known to be in the store
+	// used is when this agent last loaded or ran an event on the entity:
+	// idle eviction counts from it. rec.LastAccess is the stored value (what
+	// the hot set is ordered by) and may be old for a fresh preload.
+	used time.Time
 	// Bytes this entity adds to the agent's cache and dirty totals.
 	cacheCharged, dirtyCharged int64
 }
@@ -39,6 +43,7 @@ func (e *entity) setLoaded(rec *statestore.Record, a *Agent) {
 	}
 	e.flushed = e.rec.Version
 	e.loaded = true
+	e.used = a.clock.Now()
 	a.charge(e)
 }
 
@@ -109,5 +114,9 @@ func (a *Agent) uncharge(s *slot, e *entity) {
 	}
 }
 
-// lastAccess is when e was last used (for idle eviction and the hot set).
-func (e *entity) lastAccess() time.Time { return e.rec.LastAccess }
+// forget removes e from s's cache after eviction. Called with s.mu and e.mu held.
+func (a *Agent) forget(s *slot, e *entity) {
+	a.uncharge(s, e)
+	e.gone = true
+	delete(s.entities, e.key)
+}
