@@ -78,9 +78,9 @@ type Agent struct {
 	flushWait   chan struct{} // closed and replaced after every flush round
 
 	stats struct {
-		requests, hits, misses, duplicates          atomic.Int64
-		flushes, flushedEntities, rejectedWrites    atomic.Int64
-		handoffsIn, handoffsOut, preloaded, evicted atomic.Int64
+		requests, hits, misses                   atomic.Int64
+		flushes, flushedEntities, rejectedWrites atomic.Int64
+		handoffsIn, handoffsOut                  atomic.Int64
 	}
 }
 
@@ -214,7 +214,6 @@ func (a *Agent) Invoke(ctx context.Context, inv *Invocation) (*Result, error) {
 				if err := proto.Unmarshal(d.Outcome, reply); err != nil {
 					return res, fmt.Errorf("decoding the stored outcome of event %s/%s: %w", d.Source, d.ID, err)
 				}
-				a.stats.duplicates.Add(1)
 				res.Reply, res.Duplicate = reply, true
 				return res, nil
 			}
@@ -830,7 +829,6 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 	wg.Wait()
 	close(errs)
 	a.prepared.Store(true)
-	a.stats.preloaded.Add(loaded.Load())
 	resp := &adminv1.PrepareResponse{EntitiesLoaded: loaded.Load(), BytesLoaded: bytes.Load(), DurationMs: a.clock.Since(start).Milliseconds()}
 	return resp, <-errs
 }
