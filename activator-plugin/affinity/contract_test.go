@@ -16,6 +16,7 @@ func TestAgentContract(t *testing.T) {
 	for _, c := range []struct{ router, agent string }{
 		{affinity.HeaderHolder, agent.HeaderHolder},
 		{affinity.HeaderHolderAddr, agent.HeaderHolderAddr},
+		{affinity.HeaderDraining, agent.HeaderDraining},
 	} {
 		if http.CanonicalHeaderKey(c.router) != http.CanonicalHeaderKey(c.agent) {
 			t.Errorf("router reads header %q, agent sets %q", c.router, c.agent)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"time"
 
 	"github.com/kstate-dev/kstate/pkg/keyspec"
 )
@@ -29,6 +30,9 @@ type Proxy struct {
 	Transport http.RoundTripper
 	// MaxRedirects bounds the 421 redirects of a request; see Transport.
 	MaxRedirects int
+	// DrainWait bounds how long a request refused by a draining pod waits
+	// for the router to drop it; see Transport.
+	DrainWait time.Duration
 	// ErrorLog receives proxy errors (the standard logger if nil).
 	ErrorLog func(format string, args ...any)
 
@@ -72,7 +76,7 @@ func (p *Proxy) init() {
 			pr.Out.URL.Host = FromContext(pr.In.Context()).ticket.addr
 			pr.SetXForwarded()
 		},
-		Transport: &Transport{Base: base, MaxRedirects: p.MaxRedirects},
+		Transport: &Transport{Base: base, MaxRedirects: p.MaxRedirects, DrainWait: p.DrainWait},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if p.ErrorLog != nil {
 				p.ErrorLog("kstate proxy: %s %s: %v", r.Method, r.URL.Path, err)

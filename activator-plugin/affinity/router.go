@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kstate-dev/kstate/pkg/placement"
 )
@@ -228,7 +229,10 @@ func (r *Router) lookup(name string) *pod { return r.cur.Load().byName[name] }
 // routes again: a request leaves Acquire for the owner of its slot in a view
 // that was current after it got its place.
 func (r *Router) Acquire(ctx context.Context, key string) (Ticket, error) {
-	slot := placement.SlotOf(key, r.slots)
+	return r.acquireSlot(ctx, placement.SlotOf(key, r.slots))
+}
+
+func (r *Router) acquireSlot(ctx context.Context, slot uint32) (Ticket, error) {
 	for {
 		v := r.cur.Load()
 		if v.closed {
@@ -302,6 +306,40 @@ func (t *Ticket) Release() {
 		t.pod.release()
 	}
 	*t = Ticket{}
+}
+
+// reroute moves the ticket away from the pod it was sent to, which answered
+// that it is draining: once the router's view no longer makes that pod the
+// slot's owner (the endpoints update that follows a drain), the slot routes
+// again. It waits at most maxWait for that view.
+func (t *Ticket) reroute(ctx context.Context, maxWait time.Duration) error {
+	r, slot, leaving := t.router, t.slot, t.PodName()
+	t.Release()
+	t.router, t.slot = r, slot
+	if leaving == "" {
+		leaving = t.addr
+	}
+	wctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	for {
+		v := r.cur.Load()
+		if v.closed || v.bySlot == nil || (v.bySlot[slot].Name != leaving && v.bySlot[slot].Addr != leaving) {
+			break
+		}
+		select {
+		case <-v.changed:
+		case <-wctx.Done():
+			*t = Ticket{}
+			return fmt.Errorf("%s is draining but still the slot's owner for this router after %s", leaving, maxWait)
+		}
+	}
+	nt, err := r.acquireSlot(ctx, slot)
+	if err != nil {
+		*t = Ticket{}
+		return err
+	}
+	*t = nt
+	return nil
 }
 
 // redirect moves the ticket to the slot holder a pod named: the holder's

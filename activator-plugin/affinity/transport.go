@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Headers of a 421 answer, as the agent sets them (pkg/agent/errors.go).
@@ -15,7 +16,15 @@ const (
 	HeaderHolder = "Kstate-Holder"
 	// HeaderHolderAddr is the host:port the holder is reached at.
 	HeaderHolderAddr = "Kstate-Holder-Addr"
+	// HeaderDraining marks a 503 from an agent that is shutting down and
+	// applied nothing: the request may go to the slot's next owner.
+	HeaderDraining = "Kstate-Draining"
 )
+
+// DefaultDrainWait is how long a request refused by a draining pod waits
+// for the router to drop that pod (the endpoints update that follows its
+// readiness turning false) before it is answered 503.
+const DefaultDrainWait = 3 * time.Second
 
 // DefaultMaxRedirects is how many times a request follows 421 answers
 // unless configured otherwise.
@@ -29,7 +38,9 @@ const drainLimit = 4 << 10
 // context) through Base and follows 421 Misdirected Request answers that
 // name a slot holder: the request goes again, with the same body, to the
 // holder's ready endpoint if the holder is a ready pod of the router,
-// otherwise to the address in Kstate-Holder-Addr. After MaxRedirects
+// otherwise to the address in Kstate-Holder-Addr. A 503 with
+// Kstate-Draining (a pod shutting down, nothing applied) routes the request
+// again once the router has dropped that pod, waiting at most DrainWait. After MaxRedirects
 // redirects, or when the body was too large to keep, it answers 503 with a
 // JSON error and Retry-After: 1. Other requests, and 421 answers without
 // Kstate-Holder (an HTTP/2 misdirect, not an agent), pass through untouched.
@@ -46,6 +57,9 @@ type Transport struct {
 	// sent to, for proxies that rewrite the port (the activator's
 	// system-internal TLS port). Nil sends to the address itself.
 	TargetHost func(addr string) string
+	// DrainWait bounds the wait of a request refused by a draining pod
+	// (DefaultDrainWait if 0).
+	DrainWait time.Duration
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -64,23 +78,35 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.Base.RoundTrip(req)
 	var trail []string // the holders followed, for the final message
 	for redirects := 0; ; redirects++ {
-		if err != nil || resp.StatusCode != http.StatusMisdirectedRequest || resp.Header.Get(HeaderHolder) == "" {
+		if err != nil {
 			return resp, err
 		}
-		holder, holderAddr := resp.Header.Get(HeaderHolder), resp.Header.Get(HeaderHolderAddr)
+		var move func() error
+		switch {
+		case resp.StatusCode == http.StatusMisdirectedRequest && resp.Header.Get(HeaderHolder) != "":
+			holder, holderAddr := resp.Header.Get(HeaderHolder), resp.Header.Get(HeaderHolderAddr)
+			trail = append(trail, holder)
+			move = func() error { return rt.ticket.redirect(req.Context(), holder, holderAddr) }
+		case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(HeaderDraining) != "":
+			// The pod was removed from the ready set after this request
+			// was routed to it; it refused the request without applying it.
+			trail = append(trail, rt.ticket.addr+" (draining)")
+			move = func() error { return rt.ticket.reroute(req.Context(), t.drainWait()) }
+		default:
+			return resp, nil
+		}
 		discard(resp)
-		trail = append(trail, holder)
 		switch {
 		case redirects >= max:
 			return unavailable(req, fmt.Sprintf("slot %d of key %q is moving between pods: gave up after following %d redirect(s), holders named: %s; nothing was applied, retry shortly",
 				rt.ticket.slot, rt.Key, redirects, strings.Join(trail, ", "))), nil
 		case !rt.replayable:
-			return unavailable(req, fmt.Sprintf("slot %d of key %q is held by %s, and the request body was too large to keep for a re-send; nothing was applied, retry shortly",
-				rt.ticket.slot, rt.Key, holder)), nil
+			return unavailable(req, fmt.Sprintf("slot %d of key %q is moving to another pod (%s), and the request body was too large to keep for a re-send; nothing was applied, retry shortly",
+				rt.ticket.slot, rt.Key, trail[len(trail)-1])), nil
 		}
-		if rerr := rt.ticket.redirect(req.Context(), holder, holderAddr); rerr != nil {
-			return unavailable(req, fmt.Sprintf("slot %d of key %q is held by %s: %v; nothing was applied, retry shortly",
-				rt.ticket.slot, rt.Key, holder, rerr)), nil
+		if rerr := move(); rerr != nil {
+			return unavailable(req, fmt.Sprintf("slot %d of key %q is moving to another pod (%s): %v; nothing was applied, retry shortly",
+				rt.ticket.slot, rt.Key, trail[len(trail)-1], rerr)), nil
 		}
 		out := req.Clone(req.Context())
 		out.URL.Host = rt.ticket.addr
@@ -90,6 +116,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.Body = rt.NewBody()
 		resp, err = t.Base.RoundTrip(out)
 	}
+}
+
+func (t *Transport) drainWait() time.Duration {
+	if t.DrainWait > 0 {
+		return t.DrainWait
+	}
+	return DefaultDrainWait
 }
 
 // discard reads a little of the body so the connection can be reused, and

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -25,6 +26,7 @@ type fakeAgent struct {
 	mu         sync.Mutex
 	holder     string // answer 421 naming this holder
 	holderAddr string
+	draining   func() // when set: called, then the answer is a draining 503
 	bodies     []string
 }
 
@@ -37,9 +39,15 @@ func newFakeAgent(t testing.TB, name string) *fakeAgent {
 		}
 		a.mu.Lock()
 		a.bodies = append(a.bodies, string(body))
-		holder, holderAddr := a.holder, a.holderAddr
+		holder, holderAddr, draining := a.holder, a.holderAddr, a.draining
 		a.mu.Unlock()
 		w.Header().Set("Kstate-Pod", name)
+		if draining != nil {
+			draining()
+			w.Header().Set(HeaderDraining, "true")
+			WriteError(w, http.StatusServiceUnavailable, "agent is shutting down")
+			return
+		}
 		if holder != "" {
 			w.Header().Set(HeaderHolder, holder)
 			w.Header().Set(HeaderHolderAddr, holderAddr)
@@ -228,6 +236,59 @@ func TestRedirectWithoutReplayableBody(t *testing.T) {
 	// The streamed body reached the first pod whole.
 	if diff := cmp.Diff([]string{"a body longer than four bytes"}, a.got()); diff != "" {
 		t.Errorf("bodies at a (-want,+got):\n%s", diff)
+	}
+}
+
+// TestDrainingPodReroutes: a pod that refuses a request because it is
+// shutting down (it left the ready set after the request was routed to it)
+// sends the request to the slot's next owner once the router drops the pod,
+// and only then.
+func TestDrainingPodReroutes(t *testing.T) {
+	tests := []struct {
+		name     string
+		drop     bool // whether the router drops the draining pod
+		wantCode int
+		wantBody string
+	}{{
+		name:     "router drops the pod: the next owner serves",
+		drop:     true,
+		wantCode: http.StatusOK,
+		wantBody: "b:payload",
+	}, {
+		name:     "router keeps the pod: 503 after the wait",
+		wantCode: http.StatusServiceUnavailable,
+		wantBody: "a is draining but still the slot's owner for this router after 50ms",
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newFakeAgent(t, "a"), newFakeAgent(t, "b")
+			router := mustRouter(t, Options{Slots: 64, Concurrency: 1}, []Pod{{Name: "a", Addr: a.addr()}, {Name: "b", Addr: b.addr()}})
+			proxy := &Proxy{Router: router, DrainWait: 50 * time.Millisecond}
+			key := keyOwnedBy(t, router, "a")
+			a.draining = func() {
+				if tc.drop {
+					if _, err := router.Update([]Pod{{Name: "b", Addr: b.addr()}}); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			rec := serve(proxy, http.MethodPost, "/", "payload", map[string]string{"Kstate-Key": key})
+			if rec.Code != tc.wantCode {
+				t.Fatalf("status = %d, want %d; body %q", rec.Code, tc.wantCode, rec.Body.String())
+			}
+			if tc.wantCode == http.StatusOK {
+				if got := rec.Body.String(); got != tc.wantBody {
+					t.Errorf("body = %q, want %q", got, tc.wantBody)
+				}
+			} else if msg := errorMessage(t, rec); !strings.Contains(msg, tc.wantBody) {
+				t.Errorf("error = %q, want it to contain %q", msg, tc.wantBody)
+			}
+			for _, name := range []string{"a", "b"} {
+				if n := router.InFlight(name); n != 0 {
+					t.Errorf("InFlight(%s) = %d after the request, want 0", name, n)
+				}
+			}
+		})
 	}
 }
 

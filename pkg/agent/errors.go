@@ -61,7 +61,10 @@ const (
 	HeaderHolder     = "Kstate-Holder"
 	HeaderHolderAddr = "Kstate-Holder-Addr"
 	HeaderDuplicate  = "Kstate-Duplicate"
-	HeaderType       = "Kstate-Type"
+	// HeaderDraining marks a 503 from an agent that is shutting down: the
+	// event was not applied and may go to the slot's next owner.
+	HeaderDraining = "Kstate-Draining"
+	HeaderType     = "Kstate-Type"
 	// DefaultKeyHeader is where plain HTTP requests carry the key unless
 	// kstate.dev/key says otherwise.
 	DefaultKeyHeader = "Kstate-Key"
@@ -90,7 +93,11 @@ func httpStatus(err error, h http.Header) int {
 		}
 		h.Set("Retry-After", strconv.Itoa(secs))
 		return http.StatusServiceUnavailable
-	case errors.As(err, &unavailable), errors.Is(err, errDraining), errors.Is(err, errStoreReset), errors.Is(err, errSlotLost):
+	case errors.Is(err, errDraining):
+		h.Set(HeaderDraining, "true")
+		h.Set("Retry-After", "1")
+		return http.StatusServiceUnavailable
+	case errors.As(err, &unavailable), errors.Is(err, errStoreReset), errors.Is(err, errSlotLost):
 		h.Set("Retry-After", "1")
 		return http.StatusServiceUnavailable
 	case errors.As(err, &fn):

@@ -208,8 +208,8 @@ func TestIngressHealthAndReadiness(t *testing.T) {
 		t.Errorf("readiness while draining: %d %q", got.Status, got.Error)
 	}
 	got, h := do(t, newRequest(t, "POST", srv.URL, "", map[string]string{"Kstate-Key": "k"}))
-	if got.Status != 503 || h.Get("Retry-After") == "" || !strings.Contains(got.Error, "shutting down") {
-		t.Errorf("event while draining: %d %q Retry-After %q", got.Status, got.Error, h.Get("Retry-After"))
+	if got.Status != 503 || h.Get("Retry-After") == "" || h.Get(HeaderDraining) != "true" || !strings.Contains(got.Error, "shutting down") {
+		t.Errorf("event while draining: %d %q Retry-After %q %s %q", got.Status, got.Error, h.Get("Retry-After"), HeaderDraining, h.Get(HeaderDraining))
 	}
 }
 
