@@ -269,7 +269,7 @@ func (c *cluster) scale(ctx context.Context, n int) error {
 				gained = append(gained, slot)
 			}
 		}
-		if len(gained) == 0 {
+		if len(gained) == 0 || c.o.NoPreload {
 			continue
 		}
 		prep, err := r.srv.Agent.Prepare(ctx, gained, 0, 0)

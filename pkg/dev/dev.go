@@ -47,6 +47,10 @@ type Options struct {
 	// ScaleToZeroAfter scales to zero after this long without requests; 0
 	// never does.
 	ScaleToZeroAfter time.Duration
+	// NoPreload turns the preload on scale events off: replicas load what
+	// they gain lazily, on each key's first request (the baseline the
+	// scale-from-zero benchmark compares preloading with).
+	NoPreload bool
 	// MinHold is the agents' KSTATE_MIN_HOLD.
 	MinHold time.Duration
 	// StatusEvery prints a status line this often when something changed;
