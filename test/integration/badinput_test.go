@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"mime/multipart"
 	"net/http"
 	"strings"
@@ -25,9 +26,9 @@ type refusal struct {
 func TestBadInputIsRefusedWithAClearMessage(t *testing.T) {
 	storeURL := redistest.Shared(t)
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
-	dflt := startAgent(t, agentConfig{Pod: "bad-default", Space: space, StoreURL: storeURL, Function: fn.Addr})
-	small := startAgent(t, agentConfig{
+	fn := proctest.StartCounter(t)
+	dflt := proctest.StartAgent(t, proctest.AgentConfig{Pod: "bad-default", Space: space, StoreURL: storeURL, Function: fn.Addr})
+	small := proctest.StartAgent(t, proctest.AgentConfig{
 		Pod: "bad-small", Space: redistest.UniqueSpace(t), StoreURL: storeURL, Function: fn.Addr,
 		Env: map[string]string{"KSTATE_MAX_BODY_BYTES": "1024"},
 	})
@@ -50,7 +51,7 @@ func TestBadInputIsRefusedWithAClearMessage(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		agent   *agent
+		agent   *proctest.Agent
 		method  string
 		headers map[string]string
 		body    string
@@ -147,11 +148,11 @@ func TestBadInputIsRefusedWithAClearMessage(t *testing.T) {
 			for k, v := range tc.headers {
 				req.Header[http.CanonicalHeaderKey(k)] = []string{v}
 			}
-			ans, err := do(req)
+			ans, err := proctest.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := refusal{Status: ans.Status, ContentType: ans.Header.Get("Content-Type"), Error: errorMessage(ans.Body)}
+			got := refusal{Status: ans.Status, ContentType: ans.Header.Get("Content-Type"), Error: proctest.ErrorMessage(ans.Body)}
 			want := tc.want
 			want.ContentType = "application/json"
 			// Compare the message by substring; a mismatch shows it whole.
@@ -165,12 +166,12 @@ func TestBadInputIsRefusedWithAClearMessage(t *testing.T) {
 	}
 
 	// None of it was applied.
-	for _, a := range []*agent{dflt, small} {
-		if n := readCount(t, a.URL, "k"); n != 0 {
-			t.Errorf("agent %s: key k counts %d after only refused requests, want 0", a.cfg.Pod, n)
+	for _, a := range []*proctest.Agent{dflt, small} {
+		if n := proctest.ReadCount(t, a.URL, "k"); n != 0 {
+			t.Errorf("agent %s: key k counts %d after only refused requests, want 0", a.Cfg.Pod, n)
 		}
 	}
-	if n := readCount(t, dflt.URL, "bad-key"); n != 0 {
+	if n := proctest.ReadCount(t, dflt.URL, "bad-key"); n != 0 {
 		t.Errorf("key bad-key counts %d after only refused events, want 0", n)
 	}
 }

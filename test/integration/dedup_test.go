@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"io"
 	"net/http"
 	"sync"
@@ -21,11 +22,11 @@ import (
 // event the CloudEvents SDK sent.
 type capture struct {
 	mu   sync.Mutex
-	last answer
+	last proctest.Answer
 }
 
 func (c *capture) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := httpClient.Transport.RoundTrip(req)
+	resp, err := proctest.HTTPClient.Transport.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}
@@ -36,14 +37,14 @@ func (c *capture) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	c.mu.Lock()
-	c.last = answer{Status: resp.StatusCode, Header: resp.Header.Clone(), Body: body}
+	c.last = proctest.Answer{Status: resp.StatusCode, Header: resp.Header.Clone(), Body: body}
 	c.mu.Unlock()
 	return resp, nil
 }
 
 // sendEvent sends ev to url with the CloudEvents SDK's HTTP client, in
 // structured or binary mode, and returns the agent's answer.
-func sendEvent(t *testing.T, url string, ev cloudevents.Event, structured bool) answer {
+func sendEvent(t *testing.T, url string, ev cloudevents.Event, structured bool) proctest.Answer {
 	t.Helper()
 	rt := &capture{}
 	c, err := cloudevents.NewClientHTTP(cehttp.WithTarget(url), cehttp.WithRoundTripper(rt))
@@ -66,14 +67,14 @@ func sendEvent(t *testing.T, url string, ev cloudevents.Event, structured bool) 
 	return rt.last
 }
 
-// reply is the part of an answer a redelivery must repeat.
+// reply is the part of an proctest.Answer a redelivery must repeat.
 type reply struct {
 	Status      int
 	ContentType string
 	Body        string
 }
 
-func replyOf(a answer) reply {
+func replyOf(a proctest.Answer) reply {
 	return reply{Status: a.Status, ContentType: a.Header.Get("Content-Type"), Body: string(a.Body)}
 }
 
@@ -84,9 +85,9 @@ func replyOf(a answer) reply {
 func TestDuplicateCloudEventAppliedOnce(t *testing.T) {
 	storeURL := redistest.Shared(t)
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
-	cfg := agentConfig{Pod: "dedup-a", Space: space, StoreURL: storeURL, Function: fn.Addr}
-	ag := startAgent(t, cfg)
+	fn := proctest.StartCounter(t)
+	cfg := proctest.AgentConfig{Pod: "dedup-a", Space: space, StoreURL: storeURL, Function: fn.Addr}
+	ag := proctest.StartAgent(t, cfg)
 
 	const key = "dedup-entity"
 	event := func(source, id string, by int) cloudevents.Event {
@@ -126,16 +127,16 @@ func TestDuplicateCloudEventAppliedOnce(t *testing.T) {
 	}
 	for _, s := range steps {
 		if s.restart {
-			if code, _ := ag.terminate(stopTimeout); code != 0 {
+			if code, _ := ag.Terminate(proctest.StopTimeout); code != 0 {
 				t.Fatalf("%s: agent exited with status %d after SIGTERM, want 0", s.name, code)
 			}
 			cfg.Pod = "dedup-b"
-			ag = startAgent(t, cfg)
+			ag = proctest.StartAgent(t, cfg)
 		}
 		got := sendEvent(t, ag.URL, s.ev, s.structured)
 		id := s.ev.Source() + "/" + s.ev.ID()
 		if got.Status/100 != 2 {
-			t.Fatalf("%s: answer %s, want 2xx", s.name, got)
+			t.Fatalf("%s: proctest.Answer %s, want 2xx", s.name, got)
 		}
 		if dup := got.Header.Get("Kstate-Duplicate"); (dup == "true") != s.wantDup {
 			t.Errorf("%s: Kstate-Duplicate = %q, want duplicate=%v", s.name, dup, s.wantDup)
@@ -147,7 +148,7 @@ func TestDuplicateCloudEventAppliedOnce(t *testing.T) {
 		} else {
 			firsts[id] = replyOf(got)
 		}
-		if n := readCount(t, ag.URL, key); n != s.wantCount {
+		if n := proctest.ReadCount(t, ag.URL, key); n != s.wantCount {
 			t.Errorf("%s: count %d after the step, want %d", s.name, n, s.wantCount)
 		}
 	}

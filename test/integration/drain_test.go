@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"regexp"
 	"strconv"
 	"sync"
@@ -31,8 +32,8 @@ func TestSIGTERMWithTenThousandDirtyKeysLosesNothing(t *testing.T) {
 	)
 	storeURL := redistest.Shared(t)
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
-	a := startAgent(t, agentConfig{
+	fn := proctest.StartCounter(t)
+	a := proctest.StartAgent(t, proctest.AgentConfig{
 		Pod: "drain-a", Space: space, StoreURL: storeURL, Function: fn.Addr,
 		Env: map[string]string{
 			"KSTATE_FLUSH_INTERVAL": "1h",
@@ -55,10 +56,10 @@ func TestSIGTERMWithTenThousandDirtyKeysLosesNothing(t *testing.T) {
 				if i >= keys {
 					return
 				}
-				ans, err := add(a.URL, keyOf(i), byOf(i))
+				ans, err := proctest.Add(a.URL, keyOf(i), byOf(i))
 				if err == nil {
 					var n int64
-					if n, err = replyCount(ans, keyOf(i)); err == nil && n != byOf(i) {
+					if n, err = proctest.ReplyCount(ans, keyOf(i)); err == nil && n != byOf(i) {
 						err = fmt.Errorf("reply count %d, want %d", n, byOf(i))
 					}
 				}
@@ -74,13 +75,13 @@ func TestSIGTERMWithTenThousandDirtyKeysLosesNothing(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	st := a.stats(t)
+	st := a.Stats(t)
 	if st.DirtyEntities != keys || st.FlushedEntities != 0 {
 		t.Fatalf("before SIGTERM: %d dirty, %d flushed entities; want %d, 0", st.DirtyEntities, st.FlushedEntities, keys)
 	}
 	heldSlots := len(st.Slots)
 
-	code, took := a.terminate(drain + 5*time.Second)
+	code, took := a.Terminate(drain + 5*time.Second)
 	if code != 0 {
 		t.Errorf("agent exited with status %d after SIGTERM, want 0", code)
 	}
@@ -89,7 +90,7 @@ func TestSIGTERMWithTenThousandDirtyKeysLosesNothing(t *testing.T) {
 	}
 	t.Logf("SIGTERM to exit: %v", took.Round(time.Millisecond))
 
-	lines := grepLines(a.stderr.String(), "drained")
+	lines := proctest.GrepLines(a.Stderr.String(), "drained")
 	if len(lines) != 1 {
 		t.Errorf("stderr has %d lines mentioning \"drained\", want the one summary line: %q", len(lines), lines)
 	} else if m := drainedLine.FindStringSubmatch(lines[0]); m == nil {
@@ -104,8 +105,8 @@ func TestSIGTERMWithTenThousandDirtyKeysLosesNothing(t *testing.T) {
 		want[keyOf(i)] = byOf(i)
 		all = append(all, keyOf(i))
 	}
-	store := openStore(t, storeURL)
-	got := storedCounts(t, store, space, slots, all)
+	store := proctest.OpenStore(t, storeURL)
+	got := proctest.StoredCounts(t, store, space, slots, all)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counts in Redis after SIGTERM (-acknowledged +stored):\n%s", diff)
 	}

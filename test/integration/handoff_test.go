@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -21,9 +22,9 @@ var errTooManyHops = errors.New("too many 421 hops")
 
 // addFollowing is add that follows a 421 to the Kstate-Holder-Addr it
 // names, as the activator does, at most maxHops times.
-func addFollowing(url, key string, by int64, maxHops int) (answer, error) {
+func addFollowing(url, key string, by int64, maxHops int) (proctest.Answer, error) {
 	for hop := 0; ; hop++ {
-		ans, err := add(url, key, by)
+		ans, err := proctest.Add(url, key, by)
 		if err != nil || ans.Status != http.StatusMisdirectedRequest {
 			return ans, err
 		}
@@ -59,14 +60,14 @@ func TestTwoAgentsFightOverOneSlot(t *testing.T) {
 		"KSTATE_LEASE_TTL":       "5s", // long: no lease may lapse under a busy scheduler
 		"KSTATE_FLUSH_INTERVAL":  "100ms",
 	}
-	agents := []*agent{
-		startAgent(t, agentConfig{Pod: "fight-a", Space: space, StoreURL: storeURL, Function: startCounter(t).Addr, Env: env}),
-		startAgent(t, agentConfig{Pod: "fight-b", Space: space, StoreURL: storeURL, Function: startCounter(t).Addr, Env: env}),
+	agents := []*proctest.Agent{
+		proctest.StartAgent(t, proctest.AgentConfig{Pod: "fight-a", Space: space, StoreURL: storeURL, Function: proctest.StartCounter(t).Addr, Env: env}),
+		proctest.StartAgent(t, proctest.AgentConfig{Pod: "fight-b", Space: space, StoreURL: storeURL, Function: proctest.StartCounter(t).Addr, Env: env}),
 	}
 	keys := []string{"fight-0", "fight-1", "fight-2", "fight-3"}
 	handoffs := func() (in, out int64) {
 		for _, a := range agents {
-			st := a.stats(t)
+			st := a.Stats(t)
 			in += st.HandoffsIn
 			out += st.HandoffsOut
 		}
@@ -74,7 +75,7 @@ func TestTwoAgentsFightOverOneSlot(t *testing.T) {
 	}
 
 	var (
-		acked                 tally
+		acked                 proctest.Tally
 		served, redirectsLeft atomic.Int64
 		unavailable, unknown  atomic.Int64
 		firstUnknownMu        sync.Mutex
@@ -100,7 +101,7 @@ func TestTwoAgentsFightOverOneSlot(t *testing.T) {
 					case errors.Is(err, errTooManyHops):
 						redirectsLeft.Add(1) // a 421: nothing was applied
 					case err == nil && ans.Status/100 == 2:
-						acked.add(key, 1)
+						acked.Add(key, 1)
 						served.Add(1)
 					case err == nil && ans.Status == http.StatusServiceUnavailable:
 						unavailable.Add(1) // the slot was moving: nothing was applied
@@ -141,13 +142,13 @@ func TestTwoAgentsFightOverOneSlot(t *testing.T) {
 		t.Fatalf("%d requests ended with an unknown outcome (first: %s)", unknown.Load(), firstUnknown)
 	}
 	for _, a := range agents {
-		a.flush(t)
-		if st := a.stats(t); st.RejectedWrites != 0 {
-			t.Errorf("agent %s: %d writes rejected; a graceful handoff must reject none", a.cfg.Pod, st.RejectedWrites)
+		a.Flush(t)
+		if st := a.Stats(t); st.RejectedWrites != 0 {
+			t.Errorf("agent %s: %d writes rejected; a graceful handoff must reject none", a.Cfg.Pod, st.RejectedWrites)
 		}
 	}
-	want := acked.snapshot()
-	got := storedCounts(t, openStore(t, storeURL), space, 1, keys)
+	want := acked.Snapshot()
+	got := proctest.StoredCounts(t, proctest.OpenStore(t, storeURL), space, 1, keys)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counts in Redis after the fight (-acknowledged +stored):\n%s", diff)
 	}
@@ -162,7 +163,7 @@ func TestTwoAgentsFightOverOneSlot(t *testing.T) {
 func TestStaleWriterIsFencedAfterSIGSTOP(t *testing.T) {
 	storeURL := redistest.Shared(t)
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
+	fn := proctest.StartCounter(t)
 	env := func(leaseTTL, minHold string) map[string]string {
 		return map[string]string{
 			"KSTATE_SLOTS":           "1",
@@ -173,43 +174,43 @@ func TestStaleWriterIsFencedAfterSIGSTOP(t *testing.T) {
 		}
 	}
 	// a's lease lapses 1s after it freezes.
-	a := startAgent(t, agentConfig{Pod: "stale-a", Space: space, StoreURL: storeURL, Function: fn.Addr, Env: env("1s", "0s")})
+	a := proctest.StartAgent(t, proctest.AgentConfig{Pod: "stale-a", Space: space, StoreURL: storeURL, Function: fn.Addr, Env: env("1s", "0s")})
 	// b keeps what it takes (a long lease, a long minimum hold), so a
 	// cannot get the slot back.
-	b := startAgent(t, agentConfig{Pod: "stale-b", Space: space, StoreURL: storeURL, Function: fn.Addr, Env: env("5s", "1h")})
-	store := openStore(t, storeURL)
+	b := proctest.StartAgent(t, proctest.AgentConfig{Pod: "stale-b", Space: space, StoreURL: storeURL, Function: fn.Addr, Env: env("5s", "1h")})
+	store := proctest.OpenStore(t, storeURL)
 	ref := statestore.SlotRef{Space: space, Slot: 0}
 	keys := []string{"stale-0", "stale-1", "stale-2"}
 	ctx := context.Background()
 
-	mustAdd := func(ag *agent, key string, by int64) int64 {
+	mustAdd := func(ag *proctest.Agent, key string, by int64) int64 {
 		t.Helper()
-		ans, err := add(ag.URL, key, by)
+		ans, err := proctest.Add(ag.URL, key, by)
 		if err != nil {
-			t.Fatalf("POST to %s, key %q: %v", ag.cfg.Pod, key, err)
+			t.Fatalf("POST to %s, key %q: %v", ag.Cfg.Pod, key, err)
 		}
-		n, err := replyCount(ans, key)
+		n, err := proctest.ReplyCount(ans, key)
 		if err != nil {
-			t.Fatalf("POST to %s, key %q: %v", ag.cfg.Pod, key, err)
+			t.Fatalf("POST to %s, key %q: %v", ag.Cfg.Pod, key, err)
 		}
 		return n
 	}
 
 	// a holds the slot; its first updates are flushed.
-	var flushed, unflushed, byB, staleAcked tally
+	var flushed, unflushed, byB, staleAcked proctest.Tally
 	for _, k := range keys {
 		mustAdd(a, k, 10)
-		flushed.add(k, 10)
+		flushed.Add(k, 10)
 	}
-	a.flush(t)
+	a.Flush(t)
 	// More updates on a, acknowledged but not written behind yet.
 	for _, k := range keys {
 		for range 3 {
 			mustAdd(a, k, 1)
-			unflushed.add(k, 1)
+			unflushed.Add(k, 1)
 		}
 	}
-	if st := a.stats(t); st.DirtyEntities != int64(len(keys)) {
+	if st := a.Stats(t); st.DirtyEntities != int64(len(keys)) {
 		t.Fatalf("a has %d dirty entities, want %d", st.DirtyEntities, len(keys))
 	}
 	lease, err := store.Current(ctx, ref)
@@ -218,8 +219,8 @@ func TestStaleWriterIsFencedAfterSIGSTOP(t *testing.T) {
 	}
 
 	// a freezes and stops renewing; wait until its lease has expired.
-	a.signal(syscall.SIGSTOP)
-	waitFor(t, 10*time.Second, "a's lease to expire", func() bool {
+	a.Signal(syscall.SIGSTOP)
+	proctest.WaitFor(t, 10*time.Second, "a's lease to expire", func() bool {
 		cur, err := store.Current(ctx, ref)
 		if err != nil {
 			t.Fatalf("lease of slot 0: %v", err)
@@ -232,28 +233,28 @@ func TestStaleWriterIsFencedAfterSIGSTOP(t *testing.T) {
 
 	// b takes the slot over and continues from what was flushed.
 	for _, k := range keys {
-		want := flushed.snapshot()[k] + 100
+		want := flushed.Snapshot()[k] + 100
 		if got := mustAdd(b, k, 100); got != want {
-			t.Errorf("b's first reply for %q: count %d, want %d (the flushed %d plus 100)", k, got, want, flushed.snapshot()[k])
+			t.Errorf("b's first reply for %q: count %d, want %d (the flushed %d plus 100)", k, got, want, flushed.Snapshot()[k])
 		}
-		byB.add(k, 100)
+		byB.Add(k, 100)
 	}
 	taken, err := store.Current(ctx, ref)
 	if err != nil || taken.Holder != "stale-b" || taken.Epoch != lease.Epoch+1 {
 		t.Fatalf("lease after b's takeover: %+v, %v; want stale-b at epoch %d", taken, err, lease.Epoch+1)
 	}
-	b.flush(t)
+	b.Flush(t)
 
 	// a wakes up with stale state. Whatever it still acknowledges before it
 	// notices is the partition's loss too.
-	a.signal(syscall.SIGCONT)
+	a.Signal(syscall.SIGCONT)
 	for _, k := range keys {
-		ans, err := add(a.URL, k, 1000)
+		ans, err := proctest.Add(a.URL, k, 1000)
 		switch {
 		case err != nil:
 			t.Fatalf("POST to a after SIGCONT, key %q: %v", k, err)
 		case ans.Status/100 == 2:
-			staleAcked.add(k, 1000)
+			staleAcked.Add(k, 1000)
 		case ans.Status == http.StatusMisdirectedRequest && ans.Header.Get("Kstate-Holder") == "stale-b":
 		case ans.Status == http.StatusServiceUnavailable:
 			// a learned of the takeover while the event ran: not applied.
@@ -261,24 +262,24 @@ func TestStaleWriterIsFencedAfterSIGSTOP(t *testing.T) {
 			t.Errorf("POST to a after SIGCONT, key %q: %s; want 2xx (stale), 421 naming stale-b or 503", k, ans)
 		}
 	}
-	a.flush(t)
-	st := a.stats(t)
+	a.Flush(t)
+	st := a.Stats(t)
 	if st.RejectedWrites < 1 {
 		t.Errorf("a's rejected_writes = %d after its stale flush, want at least 1", st.RejectedWrites)
 	}
 	if len(st.Slots) != 0 {
 		t.Errorf("a still lists slots %v as held after it was fenced", st.Slots)
 	}
-	if lines := grepLines(a.stderr.String(), "slot taken over while holding unflushed updates"); len(lines) == 0 {
+	if lines := proctest.GrepLines(a.Stderr.String(), "slot taken over while holding unflushed updates"); len(lines) == 0 {
 		t.Errorf("a's stderr does not log the rejected unflushed updates")
 	}
 	if cur, err := store.Current(ctx, ref); err != nil || cur.Holder != "stale-b" || cur.Epoch != taken.Epoch {
 		t.Errorf("lease after a's stale flush: %+v, %v; want stale-b at epoch %d still", cur, err, taken.Epoch)
 	}
 
-	got := storedCounts(t, store, space, 1, keys)
+	got := proctest.StoredCounts(t, store, space, 1, keys)
 	wantStored, wantLoss, gotLoss := map[string]int64{}, map[string]int64{}, map[string]int64{}
-	f, u, bb, s := flushed.snapshot(), unflushed.snapshot(), byB.snapshot(), staleAcked.snapshot()
+	f, u, bb, s := flushed.Snapshot(), unflushed.Snapshot(), byB.Snapshot(), staleAcked.Snapshot()
 	for _, k := range keys {
 		wantStored[k] = f[k] + bb[k]
 		wantLoss[k] = u[k] + s[k]

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"net/http"
 	"strings"
 	"sync"
@@ -46,8 +47,8 @@ func (o *outcome) fail(what string) {
 func TestRedisKilledAndRestartedThenWiped(t *testing.T) {
 	srv := redistest.Start(t)
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
-	ag := startAgent(t, agentConfig{
+	fn := proctest.StartCounter(t)
+	ag := proctest.StartAgent(t, proctest.AgentConfig{
 		Pod: "outage-a", Space: space, StoreURL: srv.URL(), Function: fn.Addr,
 		Env: map[string]string{
 			"KSTATE_FLUSH_INTERVAL": "50ms",
@@ -58,18 +59,18 @@ func TestRedisKilledAndRestartedThenWiped(t *testing.T) {
 	})
 
 	keys := make([]string, 8)
-	var acked tally
+	var acked proctest.Tally
 	for i := range keys {
 		keys[i] = fmt.Sprintf("warm-%d", i)
 		// Warm: the entity is in the agent's memory and its slot is held.
-		ans, err := add(ag.URL, keys[i], 1)
+		ans, err := proctest.Add(ag.URL, keys[i], 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := replyCount(ans, keys[i]); err != nil {
+		if _, err := proctest.ReplyCount(ans, keys[i]); err != nil {
 			t.Fatalf("warming %q: %v", keys[i], err)
 		}
-		acked.add(keys[i], 1)
+		acked.Add(keys[i], 1)
 	}
 
 	var phase atomic.Int32
@@ -88,9 +89,9 @@ func TestRedisKilledAndRestartedThenWiped(t *testing.T) {
 				}
 				key := keys[i%len(keys)]
 				before := phase.Load()
-				ans, err := add(ag.URL, key, 1)
+				ans, err := proctest.Add(ag.URL, key, 1)
 				after := phase.Load()
-				// An answer counts for a phase only if the whole request
+				// An proctest.Answer counts for a phase only if the whole request
 				// happened in it.
 				o := &outcomes[after]
 				if before != after {
@@ -100,7 +101,7 @@ func TestRedisKilledAndRestartedThenWiped(t *testing.T) {
 				case err != nil:
 					o.fail(err.Error())
 				case ans.Status/100 == 2:
-					acked.add(key, 1)
+					acked.Add(key, 1)
 					o.ok.Add(1)
 				default:
 					o.fail(ans.String())
@@ -118,17 +119,17 @@ func TestRedisKilledAndRestartedThenWiped(t *testing.T) {
 	}
 	defer stopLoad()
 
-	waitFor(t, 10*time.Second, "answers before the outage", func() bool { return outcomes[phaseUp].ok.Load() >= 50 })
+	proctest.WaitFor(t, 10*time.Second, "answers before the outage", func() bool { return outcomes[phaseUp].ok.Load() >= 50 })
 	srv.Kill()
 	phase.Store(phaseDown)
 	const servedWhileDown = 300
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d answers while Redis is down", servedWhileDown), func() bool {
+	proctest.WaitFor(t, 20*time.Second, fmt.Sprintf("%d answers while Redis is down", servedWhileDown), func() bool {
 		return outcomes[phaseDown].ok.Load()+outcomes[phaseDown].failed.Load() >= servedWhileDown
 	})
 	phase.Store(phaseRestarting)
 	srv.Restart()
 	phase.Store(phaseBack)
-	waitFor(t, 20*time.Second, "answers after Redis is back", func() bool { return outcomes[phaseBack].ok.Load() >= 100 })
+	proctest.WaitFor(t, 20*time.Second, "answers after Redis is back", func() bool { return outcomes[phaseBack].ok.Load() >= 100 })
 	stopLoad()
 
 	down := &outcomes[phaseDown]
@@ -143,38 +144,38 @@ func TestRedisKilledAndRestartedThenWiped(t *testing.T) {
 			n, outcomes[phaseUp].firstFail, outcomes[phaseBack].firstFail)
 	}
 
-	ag.flush(t)
-	want := acked.snapshot()
-	got := storedCounts(t, openStore(t, srv.URL()), space, 16, keys)
+	ag.Flush(t)
+	want := acked.Snapshot()
+	got := proctest.StoredCounts(t, proctest.OpenStore(t, srv.URL()), space, 16, keys)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counts in Redis after the outage and a flush (-acknowledged +stored):\n%s", diff)
 	}
-	if st := ag.stats(t); st.RejectedWrites != 0 || st.DirtyEntities != 0 {
+	if st := ag.Stats(t); st.RejectedWrites != 0 || st.DirtyEntities != 0 {
 		t.Errorf("after the flush: %d rejected writes, %d dirty entities; want 0, 0", st.RejectedWrites, st.DirtyEntities)
 	}
 
 	// Redis comes back empty.
 	srv.Wipe()
 	var ready string
-	waitFor(t, 10*time.Second, "readiness to turn false after the store was wiped", func() bool {
-		status, body, err := ag.readyz()
+	proctest.WaitFor(t, 10*time.Second, "readiness to turn false after the store was wiped", func() bool {
+		status, body, err := ag.Readyz()
 		ready = fmt.Sprintf("%d %q %v", status, body, err)
 		return err == nil && status == http.StatusServiceUnavailable
 	})
 	if !strings.Contains(ready, "reset") {
 		t.Errorf("readyz after the wipe: %s; want it to say the store was reset", ready)
 	}
-	ans, err := add(ag.URL, keys[0], 1)
+	ans, err := proctest.Add(ag.URL, keys[0], 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg := errorMessage(ans.Body); ans.Status != http.StatusServiceUnavailable || !strings.Contains(msg, "reset") {
+	if msg := proctest.ErrorMessage(ans.Body); ans.Status != http.StatusServiceUnavailable || !strings.Contains(msg, "reset") {
 		t.Errorf("request after the wipe: %s; want 503 whose error says the store was reset", ans)
 	}
-	if lines := grepLines(ag.stderr.String(), "STATE STORE RESET DETECTED"); len(lines) == 0 {
+	if lines := proctest.GrepLines(ag.Stderr.String(), "STATE STORE RESET DETECTED"); len(lines) == 0 {
 		t.Errorf("stderr has no \"STATE STORE RESET DETECTED\" line")
 	}
-	if st := ag.stats(t); st.Ready {
+	if st := ag.Stats(t); st.Ready {
 		t.Errorf("admin Stats says ready after the store was wiped")
 	}
 }

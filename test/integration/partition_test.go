@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"io"
 	"net"
 	"net/http"
@@ -116,7 +117,7 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 	redisURL := srv.URL()
 	proxy := startProxy(t, srv.Addr())
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
+	fn := proctest.StartCounter(t)
 	env := func(leaseTTL, minHold string) map[string]string {
 		return map[string]string{
 			"KSTATE_SLOTS":           "1",
@@ -128,33 +129,33 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 		}
 	}
 	// a reaches Redis through the proxy; its lease lapses 1s into the cut.
-	a := startAgent(t, agentConfig{Pod: "cut-a", Space: space, StoreURL: "redis://" + proxy.addr(), Function: fn.Addr, Env: env("1s", "0s")})
+	a := proctest.StartAgent(t, proctest.AgentConfig{Pod: "cut-a", Space: space, StoreURL: "redis://" + proxy.addr(), Function: fn.Addr, Env: env("1s", "0s")})
 	// b keeps what it takes.
-	b := startAgent(t, agentConfig{Pod: "cut-b", Space: space, StoreURL: redisURL, Function: fn.Addr, Env: env("5s", "1h")})
-	store := openStore(t, redisURL)
+	b := proctest.StartAgent(t, proctest.AgentConfig{Pod: "cut-b", Space: space, StoreURL: redisURL, Function: fn.Addr, Env: env("5s", "1h")})
+	store := proctest.OpenStore(t, redisURL)
 	ref := statestore.SlotRef{Space: space, Slot: 0}
 	keys := []string{"cut-0", "cut-1", "cut-2"}
 	ctx := context.Background()
 
-	mustAdd := func(ag *agent, key string, by int64, tl *tally) int64 {
+	mustAdd := func(ag *proctest.Agent, key string, by int64, tl *proctest.Tally) int64 {
 		t.Helper()
-		ans, err := add(ag.URL, key, by)
+		ans, err := proctest.Add(ag.URL, key, by)
 		if err != nil {
-			t.Fatalf("POST to %s, key %q: %v", ag.cfg.Pod, key, err)
+			t.Fatalf("POST to %s, key %q: %v", ag.Cfg.Pod, key, err)
 		}
-		n, err := replyCount(ans, key)
+		n, err := proctest.ReplyCount(ans, key)
 		if err != nil {
-			t.Fatalf("POST to %s, key %q: %v", ag.cfg.Pod, key, err)
+			t.Fatalf("POST to %s, key %q: %v", ag.Cfg.Pod, key, err)
 		}
-		tl.add(key, by)
+		tl.Add(key, by)
 		return n
 	}
 
-	var flushed, unflushed, whileCut, afterTakeover, byB tally
+	var flushed, unflushed, whileCut, afterTakeover, byB proctest.Tally
 	for _, k := range keys {
 		mustAdd(a, k, 10, &flushed)
 	}
-	a.flush(t)
+	a.Flush(t)
 	for _, k := range keys {
 		mustAdd(a, k, 1, &unflushed)
 	}
@@ -168,7 +169,7 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 	for _, k := range keys {
 		mustAdd(a, k, 2, &whileCut)
 	}
-	waitFor(t, 10*time.Second, "a's lease to expire", func() bool {
+	proctest.WaitFor(t, 10*time.Second, "a's lease to expire", func() bool {
 		cur, err := store.Current(ctx, ref)
 		if err != nil {
 			t.Fatalf("lease of slot 0: %v", err)
@@ -176,7 +177,7 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 		return cur.Holder == "cut-a" && cur.Epoch == lease.Epoch && time.Now().After(cur.Expires)
 	})
 	for _, k := range keys {
-		want := flushed.snapshot()[k] + 100
+		want := flushed.Snapshot()[k] + 100
 		if got := mustAdd(b, k, 100, &byB); got != want {
 			t.Errorf("b's first reply for %q: count %d, want %d (what was flushed plus 100)", k, got, want)
 		}
@@ -184,19 +185,19 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 	if cur, err := store.Current(ctx, ref); err != nil || cur.Holder != "cut-b" || cur.Epoch != lease.Epoch+1 {
 		t.Fatalf("lease after b's takeover: %+v, %v; want cut-b at epoch %d", cur, err, lease.Epoch+1)
 	}
-	b.flush(t)
+	b.Flush(t)
 	// Still cut off, a does not know it lost the slot.
 	for _, k := range keys {
 		mustAdd(a, k, 1000, &afterTakeover)
 	}
 
 	proxy.heal()
-	a.flush(t) // at once, before a's next renewal, so the write itself meets the fence
-	st := a.stats(t)
+	a.Flush(t) // at once, before a's next renewal, so the write itself meets the fence
+	st := a.Stats(t)
 	if st.RejectedWrites < 1 || len(st.Slots) != 0 {
 		t.Errorf("a after the partition healed: rejected_writes %d, slots %v; want at least 1 rejected and no slot held", st.RejectedWrites, st.Slots)
 	}
-	ans, err := add(a.URL, keys[0], 1)
+	ans, err := proctest.Add(a.URL, keys[0], 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,8 +205,8 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 		t.Errorf("a after it was fenced: %s (holder %q); want 421 naming cut-b", ans, ans.Header.Get("Kstate-Holder"))
 	}
 
-	got := storedCounts(t, store, space, 1, keys)
-	f, u, w, at, bb := flushed.snapshot(), unflushed.snapshot(), whileCut.snapshot(), afterTakeover.snapshot(), byB.snapshot()
+	got := proctest.StoredCounts(t, store, space, 1, keys)
+	f, u, w, at, bb := flushed.Snapshot(), unflushed.Snapshot(), whileCut.Snapshot(), afterTakeover.Snapshot(), byB.Snapshot()
 	wantStored, wantLoss, gotLoss := map[string]int64{}, map[string]int64{}, map[string]int64{}
 	for _, k := range keys {
 		wantStored[k] = f[k] + bb[k]

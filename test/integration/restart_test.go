@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"sync"
 	"testing"
 
@@ -17,15 +18,15 @@ import (
 func TestCountsSurviveAgentRestart(t *testing.T) {
 	storeURL := redistest.Shared(t)
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
-	cfg := agentConfig{
+	fn := proctest.StartCounter(t)
+	cfg := proctest.AgentConfig{
 		Pod: "restart-a", Space: space, StoreURL: storeURL, Function: fn.Addr,
 		Env: map[string]string{"KSTATE_FLUSH_INTERVAL": "1h"},
 	}
-	first := startAgent(t, cfg)
+	first := proctest.StartAgent(t, cfg)
 
 	const keys, perKey, workers = 40, 6, 4
-	var acked tally
+	var acked proctest.Tally
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
@@ -36,16 +37,16 @@ func TestCountsSurviveAgentRestart(t *testing.T) {
 				key := fmt.Sprintf("restart-%d", k)
 				for i := range perKey {
 					by := int64(k%5 + i - 2) // negative, zero and positive
-					ans, err := add(first.URL, key, by)
+					ans, err := proctest.Add(first.URL, key, by)
 					if err != nil {
 						errs <- fmt.Errorf("POST key %q: %v", key, err)
 						return
 					}
-					if _, err := replyCount(ans, key); err != nil {
+					if _, err := proctest.ReplyCount(ans, key); err != nil {
 						errs <- fmt.Errorf("POST key %q: %v", key, err)
 						return
 					}
-					acked.add(key, by)
+					acked.Add(key, by)
 				}
 			}
 		}()
@@ -55,20 +56,20 @@ func TestCountsSurviveAgentRestart(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	want := acked.snapshot()
-	if st := first.stats(t); st.DirtyEntities != keys || st.FlushedEntities != 0 {
+	want := acked.Snapshot()
+	if st := first.Stats(t); st.DirtyEntities != keys || st.FlushedEntities != 0 {
 		t.Fatalf("before SIGTERM: %d dirty, %d flushed entities; want %d, 0 (nothing written behind yet)",
 			st.DirtyEntities, st.FlushedEntities, keys)
 	}
 
-	if code, _ := first.terminate(stopTimeout); code != 0 {
+	if code, _ := first.Terminate(proctest.StopTimeout); code != 0 {
 		t.Fatalf("agent exited with status %d after SIGTERM, want 0", code)
 	}
 
-	second := startAgent(t, agentConfig{Pod: "restart-b", Space: space, StoreURL: storeURL, Function: fn.Addr})
+	second := proctest.StartAgent(t, proctest.AgentConfig{Pod: "restart-b", Space: space, StoreURL: storeURL, Function: fn.Addr})
 	got := map[string]int64{}
-	for _, key := range keysOf(want) {
-		got[key] = readCount(t, second.URL, key)
+	for _, key := range proctest.KeysOf(want) {
+		got[key] = proctest.ReadCount(t, second.URL, key)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counts read through a new agent after a restart (-acknowledged +read):\n%s", diff)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +21,14 @@ type startupOutcome struct {
 // A malformed store URL is a configuration error: the agent says so, naming
 // KSTATE_STORE_URL, and exits 1 rather than crashing.
 func TestBadStoreURLIsReported(t *testing.T) {
-	cfg := agentConfig{Pod: "bad-store", Space: redistest.UniqueSpace(t), StoreURL: "http://" + freeAddr(t), Function: freeAddr(t)}
-	p := startProcess(t, "agent bad-store", agentBin, agentEnv(cfg, freeAddr(t), freeAddr(t)))
-	if !p.wait(20 * time.Second) {
+	cfg := proctest.AgentConfig{Pod: "bad-store", Space: redistest.UniqueSpace(t), StoreURL: "http://" + proctest.FreeAddr(t), Function: proctest.FreeAddr(t)}
+	p := proctest.StartProcess(t, "agent bad-store", proctest.AgentBin, proctest.AgentEnv(cfg, proctest.FreeAddr(t), proctest.FreeAddr(t)))
+	if !p.Wait(20 * time.Second) {
 		t.Fatalf("agent with KSTATE_STORE_URL=%s still running after 20s, want it to exit", cfg.StoreURL)
 	}
-	stderr := p.stderr.String()
+	stderr := p.Stderr.String()
 	got := startupOutcome{
-		ExitCode:        p.exitCode(),
+		ExitCode:        p.ExitCode(),
 		NamesTheSetting: strings.Contains(stderr, "KSTATE_STORE_URL"),
 		Panicked:        strings.Contains(stderr, "panic:"),
 	}
@@ -39,26 +40,26 @@ func TestBadStoreURLIsReported(t *testing.T) {
 // An unreachable Redis is not a reason to crash-loop: the agent runs, stays
 // unready and says why, and turns ready once Redis answers.
 func TestUnreachableStoreKeepsAgentUnready(t *testing.T) {
-	fn := startCounter(t)
+	fn := proctest.StartCounter(t)
 	redis := redistest.Start(t)
 	redis.Stop() // Restart brings it back on the same address.
-	cfg := agentConfig{Pod: "late-store", Space: redistest.UniqueSpace(t), StoreURL: redis.URL(), Function: fn.Addr}
-	a := &agent{cfg: cfg, Addr: freeAddr(t), AdminAddr: freeAddr(t)}
-	a.process = startProcess(t, "agent late-store@"+a.Addr, agentBin, agentEnv(cfg, a.Addr, a.AdminAddr))
-	deadline := time.Now().Add(startTimeout)
+	cfg := proctest.AgentConfig{Pod: "late-store", Space: redistest.UniqueSpace(t), StoreURL: redis.URL(), Function: fn.Addr}
+	a := &proctest.Agent{Cfg: cfg, Addr: proctest.FreeAddr(t), AdminAddr: proctest.FreeAddr(t)}
+	a.Process = proctest.StartProcess(t, "agent late-store@"+a.Addr, proctest.AgentBin, proctest.AgentEnv(cfg, a.Addr, a.AdminAddr))
+	deadline := time.Now().Add(proctest.StartTimeout)
 	for {
-		status, body, err := a.readyz()
+		status, body, err := a.Readyz()
 		if err == nil && status == 503 && strings.Contains(body, "state store") {
 			break
 		}
-		if !a.running() || time.Now().After(deadline) {
+		if !a.Running() || time.Now().After(deadline) {
 			t.Fatalf("with Redis down: running=%v readiness %d %q %v; want a running agent answering 503 that names the state store\nstderr:\n%s",
-				a.running(), status, body, err, a.stderr.String())
+				a.Running(), status, body, err, a.Stderr.String())
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(proctest.PollEvery)
 	}
 	redis.Restart()
-	if err := a.waitReady(); err != nil {
-		t.Fatalf("after Redis came up: %v\nstderr:\n%s", err, a.stderr.String())
+	if err := a.WaitReady(); err != nil {
+		t.Fatalf("after Redis came up: %v\nstderr:\n%s", err, a.Stderr.String())
 	}
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"sync"
 	"testing"
 
@@ -18,8 +19,8 @@ func TestSyncDurabilityEveryReplyIsAlreadyInRedis(t *testing.T) {
 	const slots = 16
 	storeURL := redistest.Shared(t)
 	space := redistest.UniqueSpace(t)
-	fn := startCounter(t)
-	ag := startAgent(t, agentConfig{
+	fn := proctest.StartCounter(t)
+	ag := proctest.StartAgent(t, proctest.AgentConfig{
 		Pod: "sync-a", Space: space, StoreURL: storeURL, Function: fn.Addr,
 		Env: map[string]string{
 			"KSTATE_DURABILITY":     "sync",
@@ -27,23 +28,23 @@ func TestSyncDurabilityEveryReplyIsAlreadyInRedis(t *testing.T) {
 			"KSTATE_SLOTS":          fmt.Sprint(slots),
 		},
 	})
-	store := openStore(t, storeURL)
+	store := proctest.OpenStore(t, storeURL)
 	keys := []string{"sync-0", "sync-1", "sync-2", "sync-3", "sync-4"}
-	var acked tally
+	var acked proctest.Tally
 
 	// One at a time: Redis holds exactly the reply's count.
 	for i := range 40 {
 		key, by := keys[i%len(keys)], int64(i%4+1)
-		ans, err := add(ag.URL, key, by)
+		ans, err := proctest.Add(ag.URL, key, by)
 		if err != nil {
 			t.Fatalf("POST %d, key %q: %v", i, key, err)
 		}
-		n, err := replyCount(ans, key)
+		n, err := proctest.ReplyCount(ans, key)
 		if err != nil {
 			t.Fatalf("POST %d: %v", i, err)
 		}
-		acked.add(key, by)
-		if stored := storedCounts(t, store, space, slots, []string{key})[key]; stored != n {
+		acked.Add(key, by)
+		if stored := proctest.StoredCounts(t, store, space, slots, []string{key})[key]; stored != n {
 			t.Fatalf("POST %d, key %q: replied count %d, but Redis holds %d when the reply arrives", i, key, n, stored)
 		}
 	}
@@ -58,18 +59,18 @@ func TestSyncDurabilityEveryReplyIsAlreadyInRedis(t *testing.T) {
 			defer wg.Done()
 			for i := range 20 {
 				key := keys[(w+i)%len(keys)]
-				ans, err := add(ag.URL, key, 1)
+				ans, err := proctest.Add(ag.URL, key, 1)
 				if err != nil {
 					errs <- fmt.Errorf("key %q: %v", key, err)
 					return
 				}
-				n, err := replyCount(ans, key)
+				n, err := proctest.ReplyCount(ans, key)
 				if err != nil {
 					errs <- err
 					return
 				}
-				acked.add(key, 1)
-				stored, err := loadCounts(store, space, slots, []string{key})
+				acked.Add(key, 1)
+				stored, err := proctest.LoadCounts(store, space, slots, []string{key})
 				if err != nil {
 					errs <- err
 					return
@@ -87,9 +88,9 @@ func TestSyncDurabilityEveryReplyIsAlreadyInRedis(t *testing.T) {
 		t.Error(err)
 	}
 
-	ag.kill()
-	want := acked.snapshot()
-	got := storedCounts(t, store, space, slots, keys)
+	ag.Kill()
+	want := acked.Snapshot()
+	got := proctest.StoredCounts(t, store, space, slots, keys)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counts in Redis after SIGKILL (-acknowledged +stored):\n%s", diff)
 	}

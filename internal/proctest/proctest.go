@@ -1,4 +1,4 @@
-package integration
+package proctest
 
 import (
 	"bufio"
@@ -31,50 +31,51 @@ import (
 const (
 	modulePath = "github.com/kstate-dev/kstate"
 
-	// startTimeout bounds how long a process may take to become ready
+	// StartTimeout bounds how long a process may take to become ready
 	// (race-built binaries start slowly on a busy machine).
-	startTimeout = 30 * time.Second
-	// stopTimeout bounds a graceful stop in cleanups before it becomes a SIGKILL.
-	stopTimeout = 15 * time.Second
+	StartTimeout = 30 * time.Second
+	// StopTimeout bounds a graceful stop in cleanups before it becomes a SIGKILL.
+	StopTimeout = 15 * time.Second
 	// bindAttempts is how many free ports a start tries: a port found free
 	// can be taken by another process before ours binds it.
 	bindAttempts = 5
-	// pollEvery is the interval of every wait-for-a-condition loop.
-	pollEvery = 20 * time.Millisecond
+	// PollEvery is the interval of every wait-for-a-condition loop.
+	PollEvery = 20 * time.Millisecond
 )
 
 // Paths of the binaries TestMain builds.
 var (
-	agentBin   string
-	counterBin string
+	AgentBin   string
+	CounterBin string
 )
 
-func TestMain(m *testing.M) { os.Exit(runTests(m)) }
-
-func runTests(m *testing.M) int {
-	root, err := repoRoot()
+// Main builds the agent and the counter function with the race detector
+// into a temporary folder, runs the tests and removes the folder. Call it
+// from TestMain: func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }.
+func Main(m *testing.M) int {
+	root, err := RepoRoot()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
+		fmt.Fprintf(os.Stderr, "proctest: %v\n", err)
 		return 1
 	}
-	dir, err := os.MkdirTemp("", "kstate-integration-bin-")
+	dir, err := os.MkdirTemp("", "kstate-proctest-bin-")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "integration: temp dir for the binaries: %v\n", err)
+		fmt.Fprintf(os.Stderr, "proctest: temp dir for the binaries: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	if err := buildBinaries(root, dir); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
+		fmt.Fprintf(os.Stderr, "proctest: %v\n", err)
 		return 1
 	}
-	agentBin = filepath.Join(dir, "kstate-agent")
-	counterBin = filepath.Join(dir, "counter")
+	AgentBin = filepath.Join(dir, "kstate-agent")
+	CounterBin = filepath.Join(dir, "counter")
 	return m.Run()
 }
 
-// repoRoot walks up from the working directory (go test runs in the
+// RepoRoot walks up from the working directory (go test runs in the
 // package's folder) to the go.mod of the kstate module.
-func repoRoot() (string, error) {
+func RepoRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -132,53 +133,53 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// process is a child process owned by one test. Its stdout and stderr are
+// process is a child process owned by one test. Its Stdout and Stderr are
 // captured, checked for race reports and printed if the test fails.
-type process struct {
+type Process struct {
 	t      *testing.T
 	name   string
-	cmd    *exec.Cmd
-	stdout lockedBuffer
-	stderr lockedBuffer
+	Cmd    *exec.Cmd
+	Stdout lockedBuffer
+	Stderr lockedBuffer
 	done   chan struct{} // closed when the process has exited
 }
 
-// startProcess starts bin with the base environment plus env. The process
+// StartProcess starts bin with the base environment plus env. The process
 // is stopped (SIGCONT, then SIGTERM, then SIGKILL) when the test ends.
-func startProcess(t *testing.T, name, bin string, env []string) *process {
+func StartProcess(t *testing.T, name, bin string, env []string) *Process {
 	t.Helper()
-	p := &process{t: t, name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(bin)
-	p.cmd.Env = append(baseEnv(), env...)
-	p.cmd.Stdout = &p.stdout
-	p.cmd.Stderr = &p.stderr
-	p.cmd.SysProcAttr = sysProcAttr()
-	if err := p.cmd.Start(); err != nil {
+	p := &Process{t: t, name: name, done: make(chan struct{})}
+	p.Cmd = exec.Command(bin)
+	p.Cmd.Env = append(baseEnv(), env...)
+	p.Cmd.Stdout = &p.Stdout
+	p.Cmd.Stderr = &p.Stderr
+	p.Cmd.SysProcAttr = sysProcAttr()
+	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("starting %s (%s): %v", name, bin, err)
 	}
 	go func() {
-		_ = p.cmd.Wait()
+		_ = p.Cmd.Wait()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		if p.running() {
+		if p.Running() {
 			// It may have been left stopped by a failed test.
-			_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			_ = p.Cmd.Process.Signal(syscall.SIGCONT)
+			_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-p.done:
-			case <-time.After(stopTimeout):
-				t.Errorf("%s ignored SIGTERM for %v; killing it", name, stopTimeout)
-				p.kill()
+			case <-time.After(StopTimeout):
+				t.Errorf("%s ignored SIGTERM for %v; killing it", name, StopTimeout)
+				p.Kill()
 			}
 		}
-		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
-			t.Errorf("%s: the race detector reported a data race (see its stderr below)", name)
+		if strings.Contains(p.Stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s: the race detector reported a data race (see its Stderr below)", name)
 		}
 		if t.Failed() {
-			t.Logf("---- %s (pid %d) stderr ----\n%s", name, p.cmd.Process.Pid, p.stderr.String())
-			if out := p.stdout.String(); out != "" {
-				t.Logf("---- %s stdout ----\n%s", name, out)
+			t.Logf("---- %s (pid %d) Stderr ----\n%s", name, p.Cmd.Process.Pid, p.Stderr.String())
+			if out := p.Stdout.String(); out != "" {
+				t.Logf("---- %s Stdout ----\n%s", name, out)
 			}
 		}
 	})
@@ -200,7 +201,7 @@ func baseEnv() []string {
 	return out
 }
 
-func (p *process) running() bool {
+func (p *Process) Running() bool {
 	select {
 	case <-p.done:
 		return false
@@ -209,15 +210,15 @@ func (p *process) running() bool {
 	}
 }
 
-func (p *process) signal(sig os.Signal) {
+func (p *Process) Signal(sig os.Signal) {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Cmd.Process.Signal(sig); err != nil {
 		p.t.Fatalf("sending %v to %s: %v", sig, p.name, err)
 	}
 }
 
 // wait waits up to d for the process to exit and reports whether it did.
-func (p *process) wait(d time.Duration) bool {
+func (p *Process) Wait(d time.Duration) bool {
 	select {
 	case <-p.done:
 		return true
@@ -227,32 +228,32 @@ func (p *process) wait(d time.Duration) bool {
 }
 
 // exitCode is the exit status of an exited process (-1 if a signal ended it).
-func (p *process) exitCode() int { return p.cmd.ProcessState.ExitCode() }
+func (p *Process) ExitCode() int { return p.Cmd.ProcessState.ExitCode() }
 
 // terminate sends SIGTERM and waits up to d for the process to exit, then
 // returns its exit code and how long it took. A process still running after
 // d is killed and the test fails.
-func (p *process) terminate(d time.Duration) (int, time.Duration) {
+func (p *Process) Terminate(d time.Duration) (int, time.Duration) {
 	p.t.Helper()
 	start := time.Now()
-	p.signal(syscall.SIGTERM)
-	if !p.wait(d) {
-		p.kill()
+	p.Signal(syscall.SIGTERM)
+	if !p.Wait(d) {
+		p.Kill()
 		p.t.Fatalf("%s did not exit within %v of SIGTERM; killed it", p.name, d)
 	}
-	return p.exitCode(), time.Since(start)
+	return p.ExitCode(), time.Since(start)
 }
 
 // kill ends the process with SIGKILL, as a crash would, and waits for it.
-func (p *process) kill() {
-	_ = p.cmd.Process.Kill()
+func (p *Process) Kill() {
+	_ = p.Cmd.Process.Kill()
 	<-p.done
 }
 
 // ---- ports ----
 
-// freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+func FreeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -263,53 +264,53 @@ func freeAddr(t *testing.T) string {
 }
 
 // exitedOnBind reports whether p exited because a port was taken.
-func exitedOnBind(p *process) bool {
-	return !p.running() && strings.Contains(p.stderr.String(), "address already in use")
+func exitedOnBind(p *Process) bool {
+	return !p.Running() && strings.Contains(p.Stderr.String(), "address already in use")
 }
 
 // ---- the counter function ----
 
-// counterFn is a counter-function process.
-type counterFn struct {
-	*process
+// Counter is a counter-function process.
+type Counter struct {
+	*Process
 	Addr string
 }
 
-// startCounter starts the counter function on a free loopback port and
+// StartCounter starts the counter function on a free loopback port and
 // returns once it reports SERVING on gRPC health.
-func startCounter(t *testing.T) *counterFn {
+func StartCounter(t *testing.T) *Counter {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		addr := freeAddr(t)
-		p := startProcess(t, "counter@"+addr, counterBin, []string{"KSTATE_FUNCTION_ADDR=" + addr})
+		addr := FreeAddr(t)
+		p := StartProcess(t, "counter@"+addr, CounterBin, []string{"KSTATE_FUNCTION_ADDR=" + addr})
 		err := waitServing(p, addr)
 		if err == nil {
-			return &counterFn{process: p, Addr: addr}
+			return &Counter{Process: p, Addr: addr}
 		}
 		if exitedOnBind(p) && attempt < bindAttempts {
 			continue
 		}
-		t.Fatalf("counter function on %s: %v\nstderr:\n%s", addr, err, p.stderr.String())
+		t.Fatalf("counter function on %s: %v\nstderr:\n%s", addr, err, p.Stderr.String())
 	}
 }
 
 // waitServing polls the function's gRPC health until it reports SERVING.
 // Each poll dials afresh: one connection would back off for a second after
 // the first refused dial.
-func waitServing(p *process, addr string) error {
-	deadline := time.Now().Add(startTimeout)
+func waitServing(p *Process, addr string) error {
+	deadline := time.Now().Add(StartTimeout)
 	for {
-		if !p.running() {
-			return fmt.Errorf("exited with status %d before serving", p.exitCode())
+		if !p.Running() {
+			return fmt.Errorf("exited with status %d before serving", p.ExitCode())
 		}
 		status, err := healthCheck(addr)
 		if err == nil && status == healthpb.HealthCheckResponse_SERVING {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not SERVING within %v (last: %v, %v)", startTimeout, status, err)
+			return fmt.Errorf("not SERVING within %v (last: %v, %v)", StartTimeout, status, err)
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(PollEvery)
 	}
 }
 
@@ -327,9 +328,9 @@ func healthCheck(addr string) (healthpb.HealthCheckResponse_ServingStatus, error
 
 // ---- the agent ----
 
-// agentConfig is what a test sets for one agent process. Env holds any
+// AgentConfig is what a test sets for one agent process. Env holds any
 // further KSTATE_* settings (they win over the defaults below).
-type agentConfig struct {
+type AgentConfig struct {
 	Pod      string
 	Space    string
 	StoreURL string
@@ -338,37 +339,37 @@ type agentConfig struct {
 }
 
 // agent is a kstate-agent process.
-type agent struct {
-	*process
-	cfg       agentConfig
+type Agent struct {
+	*Process
+	Cfg       AgentConfig
 	Addr      string // serving address, also advertised as KSTATE_POD_ADDR
 	AdminAddr string
 	URL       string // http://Addr/
 	admin     adminv1.AdminClient
 }
 
-// startAgent starts a kstate-agent on free loopback ports and returns once
+// StartAgent starts a kstate-agent on free loopback ports and returns once
 // GET /.kstate/readyz answers 200.
-func startAgent(t *testing.T, cfg agentConfig) *agent {
+func StartAgent(t *testing.T, cfg AgentConfig) *Agent {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a := &agent{cfg: cfg, Addr: freeAddr(t), AdminAddr: freeAddr(t)}
+		a := &Agent{Cfg: cfg, Addr: FreeAddr(t), AdminAddr: FreeAddr(t)}
 		a.URL = "http://" + a.Addr + "/"
-		a.process = startProcess(t, "agent "+cfg.Pod+"@"+a.Addr, agentBin, agentEnv(cfg, a.Addr, a.AdminAddr))
-		err := a.waitReady()
+		a.Process = StartProcess(t, "agent "+cfg.Pod+"@"+a.Addr, AgentBin, AgentEnv(cfg, a.Addr, a.AdminAddr))
+		err := a.WaitReady()
 		if err == nil {
-			a.dialAdmin(t)
+			a.DialAdmin(t)
 			return a
 		}
-		if exitedOnBind(a.process) && attempt < bindAttempts {
+		if exitedOnBind(a.Process) && attempt < bindAttempts {
 			continue
 		}
-		t.Fatalf("agent %s on %s: %v\nstderr:\n%s", cfg.Pod, a.Addr, err, a.stderr.String())
+		t.Fatalf("agent %s on %s: %v\nstderr:\n%s", cfg.Pod, a.Addr, err, a.Stderr.String())
 	}
 }
 
-// agentEnv is the environment of an agent serving on addr and admin.
-func agentEnv(cfg agentConfig, addr, admin string) []string {
+// AgentEnv is the environment of an agent serving on addr and admin.
+func AgentEnv(cfg AgentConfig, addr, admin string) []string {
 	settings := map[string]string{
 		"KSTATE_POD_NAME":      cfg.Pod,
 		"KSTATE_ADDR":          addr,
@@ -391,26 +392,26 @@ func agentEnv(cfg agentConfig, addr, admin string) []string {
 	return env
 }
 
-func (a *agent) waitReady() error {
-	deadline := time.Now().Add(startTimeout)
+func (a *Agent) WaitReady() error {
+	deadline := time.Now().Add(StartTimeout)
 	for {
-		if !a.running() {
-			return fmt.Errorf("exited with status %d before it was ready", a.exitCode())
+		if !a.Running() {
+			return fmt.Errorf("exited with status %d before it was ready", a.ExitCode())
 		}
-		status, body, err := a.readyz()
+		status, body, err := a.Readyz()
 		if err == nil && status == http.StatusOK {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready within %v (last: %d %q, %v)", startTimeout, status, body, err)
+			return fmt.Errorf("not ready within %v (last: %d %q, %v)", StartTimeout, status, body, err)
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(PollEvery)
 	}
 }
 
-// readyz returns the answer of GET /.kstate/readyz.
-func (a *agent) readyz() (int, string, error) {
-	resp, err := httpClient.Get("http://" + a.Addr + "/.kstate/readyz")
+// readyz returns the Answer of GET /.kstate/readyz.
+func (a *Agent) Readyz() (int, string, error) {
+	resp, err := HTTPClient.Get("http://" + a.Addr + "/.kstate/readyz")
 	if err != nil {
 		return 0, "", err
 	}
@@ -419,7 +420,7 @@ func (a *agent) readyz() (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-func (a *agent) dialAdmin(t *testing.T) {
+func (a *Agent) DialAdmin(t *testing.T) {
 	t.Helper()
 	conn, err := grpc.NewClient(a.AdminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -430,33 +431,33 @@ func (a *agent) dialAdmin(t *testing.T) {
 }
 
 // stats calls the admin API's Stats.
-func (a *agent) stats(t *testing.T) *adminv1.StatsResponse {
+func (a *Agent) Stats(t *testing.T) *adminv1.StatsResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := a.admin.Stats(ctx, &adminv1.StatsRequest{})
 	if err != nil {
-		t.Fatalf("admin Stats of agent %s: %v", a.cfg.Pod, err)
+		t.Fatalf("admin Stats of agent %s: %v", a.Cfg.Pod, err)
 	}
 	return st
 }
 
 // flush calls the admin API's Flush: it returns once every dirty entity
 // landed (or was dropped because its slot was fenced).
-func (a *agent) flush(t *testing.T) *adminv1.FlushResponse {
+func (a *Agent) Flush(t *testing.T) *adminv1.FlushResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	resp, err := a.admin.Flush(ctx, &adminv1.FlushRequest{})
 	if err != nil {
-		t.Fatalf("admin Flush of agent %s: %v", a.cfg.Pod, err)
+		t.Fatalf("admin Flush of agent %s: %v", a.Cfg.Pod, err)
 	}
 	return resp
 }
 
 // ---- HTTP ----
 
-var httpClient = &http.Client{
+var HTTPClient = &http.Client{
 	Timeout: 20 * time.Second,
 	Transport: &http.Transport{
 		Proxy:               nil,
@@ -467,61 +468,61 @@ var httpClient = &http.Client{
 	},
 }
 
-// answer is an HTTP response read whole.
-type answer struct {
+// Answer is an HTTP response read whole.
+type Answer struct {
 	Status int
 	Header http.Header
 	Body   []byte
 }
 
-func (a answer) String() string { return fmt.Sprintf("%d %s", a.Status, bytes.TrimSpace(a.Body)) }
+func (a Answer) String() string { return fmt.Sprintf("%d %s", a.Status, bytes.TrimSpace(a.Body)) }
 
-func do(req *http.Request) (answer, error) {
-	resp, err := httpClient.Do(req)
+func Do(req *http.Request) (Answer, error) {
+	resp, err := HTTPClient.Do(req)
 	if err != nil {
-		return answer{}, err
+		return Answer{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return answer{}, err
+		return Answer{}, err
 	}
-	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	return Answer{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
 // add sends POST / with the key in Kstate-Key and {"by": by}.
-func add(url, key string, by int64) (answer, error) {
+func Add(url, key string, by int64) (Answer, error) {
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(fmt.Sprintf(`{"by":%d}`, by)))
 	if err != nil {
-		return answer{}, err
+		return Answer{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Kstate-Key", key)
-	return do(req)
+	return Do(req)
 }
 
 // read sends GET / with the key in Kstate-Key.
-func read(url, key string) (answer, error) {
+func Read(url, key string) (Answer, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
-		return answer{}, err
+		return Answer{}, err
 	}
 	req.Header.Set("Kstate-Key", key)
-	return do(req)
+	return Do(req)
 }
 
-// counterReply is the counter's reply body.
-type counterReply struct {
+// CounterReply is the counter's reply body.
+type CounterReply struct {
 	Key   string `json:"key"`
 	Count int64  `json:"count"`
 }
 
-// replyCount decodes a 2xx counter reply for key.
-func replyCount(ans answer, key string) (int64, error) {
+// ReplyCount decodes a 2xx counter reply for key.
+func ReplyCount(ans Answer, key string) (int64, error) {
 	if ans.Status/100 != 2 {
-		return 0, fmt.Errorf("answer %s, want 2xx", ans)
+		return 0, fmt.Errorf("Answer %s, want 2xx", ans)
 	}
-	var r counterReply
+	var r CounterReply
 	if err := json.Unmarshal(ans.Body, &r); err != nil {
 		return 0, fmt.Errorf("reply %q is not the counter's JSON: %v", ans.Body, err)
 	}
@@ -531,23 +532,23 @@ func replyCount(ans answer, key string) (int64, error) {
 	return r.Count, nil
 }
 
-// readCount reads key's count through an agent.
-func readCount(t *testing.T, url, key string) int64 {
+// ReadCount reads key's count through an agent.
+func ReadCount(t *testing.T, url, key string) int64 {
 	t.Helper()
-	ans, err := read(url, key)
+	ans, err := Read(url, key)
 	if err != nil {
 		t.Fatalf("GET %s (key %q): %v", url, key, err)
 	}
-	n, err := replyCount(ans, key)
+	n, err := ReplyCount(ans, key)
 	if err != nil {
 		t.Fatalf("GET %s (key %q): %v", url, key, err)
 	}
 	return n
 }
 
-// errorMessage returns the "error" field of a JSON error body, or the whole
+// ErrorMessage returns the "error" field of a JSON error body, or the whole
 // body when it is not one (so a failure shows what came back).
-func errorMessage(body []byte) string {
+func ErrorMessage(body []byte) string {
 	var e struct {
 		Error *string `json:"error"`
 	}
@@ -559,8 +560,8 @@ func errorMessage(body []byte) string {
 
 // ---- the store, read directly ----
 
-// openStore connects to Redis through the state store API, as an agent does.
-func openStore(t *testing.T, url string) *statestore.Redis {
+// OpenStore connects to Redis through the state store API, as an agent does.
+func OpenStore(t *testing.T, url string) *statestore.Redis {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -572,20 +573,20 @@ func openStore(t *testing.T, url string) *statestore.Redis {
 	return s
 }
 
-// storedCounts reads the counts of keys from the store: one pipelined Load
+// StoredCounts reads the counts of keys from the store: one pipelined Load
 // per slot, keys mapped to slots with placement.SlotOf. A key with no record
 // is absent from the result.
-func storedCounts(t *testing.T, s statestore.Store, space string, slots int, keys []string) map[string]int64 {
+func StoredCounts(t *testing.T, s statestore.Store, space string, slots int, keys []string) map[string]int64 {
 	t.Helper()
-	out, err := loadCounts(s, space, slots, keys)
+	out, err := LoadCounts(s, space, slots, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// loadCounts is storedCounts for goroutines other than the test's.
-func loadCounts(s statestore.Store, space string, slots int, keys []string) (map[string]int64, error) {
+// LoadCounts is StoredCounts for goroutines other than the test's.
+func LoadCounts(s statestore.Store, space string, slots int, keys []string) (map[string]int64, error) {
 	bySlot := map[uint32][]string{}
 	for _, k := range keys {
 		n := placement.SlotOf(k, slots)
@@ -614,25 +615,25 @@ func loadCounts(s statestore.Store, space string, slots int, keys []string) (map
 
 // ---- waiting and counting ----
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// WaitFor polls cond until it holds, failing the test after timeout.
+func WaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(PollEvery)
 	}
 }
 
-// tally counts acknowledged increments per key from many goroutines.
-type tally struct {
+// Tally counts acknowledged increments per key from many goroutines.
+type Tally struct {
 	mu sync.Mutex
 	m  map[string]int64
 }
 
-func (c *tally) add(key string, n int64) {
+func (c *Tally) Add(key string, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
@@ -641,7 +642,7 @@ func (c *tally) add(key string, n int64) {
 	c.m[key] += n
 }
 
-func (c *tally) snapshot() map[string]int64 {
+func (c *Tally) Snapshot() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]int64, len(c.m))
@@ -651,8 +652,8 @@ func (c *tally) snapshot() map[string]int64 {
 	return out
 }
 
-// keysOf returns the keys of m, sorted.
-func keysOf(m map[string]int64) []string {
+// KeysOf returns the keys of m, sorted.
+func KeysOf(m map[string]int64) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
@@ -661,8 +662,8 @@ func keysOf(m map[string]int64) []string {
 	return out
 }
 
-// grepLines returns the lines of s that contain substr.
-func grepLines(s, substr string) []string {
+// GrepLines returns the lines of s that contain substr.
+func GrepLines(s, substr string) []string {
 	var out []string
 	sc := bufio.NewScanner(strings.NewReader(s))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
