@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"github.com/kstate-dev/kstate/internal/proctest"
 	"mime/multipart"
 	"net/http"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
 

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"github.com/kstate-dev/kstate/internal/proctest"
 	"io"
 	"net/http"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
 

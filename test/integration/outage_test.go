@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"github.com/kstate-dev/kstate/internal/proctest"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
 

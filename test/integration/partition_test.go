@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"github.com/kstate-dev/kstate/internal/proctest"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 	"github.com/kstate-dev/kstate/statestore"
 )

@@ -1,13 +1,13 @@
 package integration
 
 import (
-	"github.com/kstate-dev/kstate/internal/proctest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
 

@@ -2,12 +2,12 @@ package integration
 
 import (
 	"fmt"
-	"github.com/kstate-dev/kstate/internal/proctest"
 	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
 
