@@ -2,10 +2,7 @@ package integration
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,96 +13,6 @@ import (
 	"github.com/kstate-dev/kstate/statestore"
 )
 
-// tcpProxy forwards 127.0.0.1 connections to a target until it is cut: then
-// every open connection is closed and new ones are closed on accept, as a
-// network partition between one agent and Redis would look to that agent.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-}
-
-func startProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("proxy listen: %v", err)
-	}
-	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		p.partition()
-	})
-	return p
-}
-
-func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
-
-// track registers c, or reports false when the proxy is cut.
-func (p *tcpProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *tcpProxy) serve(client net.Conn) {
-	if !p.track(client) {
-		client.Close()
-		return
-	}
-	server, err := net.DialTimeout("tcp", p.target, time.Second)
-	if err != nil || !p.track(server) {
-		client.Close()
-		if server != nil {
-			server.Close()
-		}
-		return
-	}
-	pipe := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		dst.Close()
-		src.Close()
-	}
-	go pipe(server, client)
-	pipe(client, server)
-}
-
-// partition closes every connection and refuses new ones until heal.
-func (p *tcpProxy) partition() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-func (p *tcpProxy) heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
-}
-
 // An agent cut off from Redis keeps serving its warm keys (it cannot tell a
 // partition from a Redis outage), also after its lease expired and another
 // agent took the slot over. When the partition heals, its writes are
@@ -115,7 +22,7 @@ func (p *tcpProxy) heal() {
 func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T) {
 	srv := redistest.Start(t) // private: the proxy needs its plain host:port
 	redisURL := srv.URL()
-	proxy := startProxy(t, srv.Addr())
+	proxy := proctest.StartTCPProxy(t, srv.Addr())
 	space := redistest.UniqueSpace(t)
 	fn := proctest.StartCounter(t)
 	env := func(leaseTTL, minHold string) map[string]string {
@@ -129,7 +36,7 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 		}
 	}
 	// a reaches Redis through the proxy; its lease lapses 1s into the cut.
-	a := proctest.StartAgent(t, proctest.AgentConfig{Pod: "cut-a", Space: space, StoreURL: "redis://" + proxy.addr(), Function: fn.Addr, Env: env("1s", "0s")})
+	a := proctest.StartAgent(t, proctest.AgentConfig{Pod: "cut-a", Space: space, StoreURL: "redis://" + proxy.Addr(), Function: fn.Addr, Env: env("1s", "0s")})
 	// b keeps what it takes.
 	b := proctest.StartAgent(t, proctest.AgentConfig{Pod: "cut-b", Space: space, StoreURL: redisURL, Function: fn.Addr, Env: env("5s", "1h")})
 	store := proctest.OpenStore(t, redisURL)
@@ -164,7 +71,7 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 		t.Fatalf("lease of slot 0: %+v, %v; want held by cut-a", lease, err)
 	}
 
-	proxy.partition()
+	proxy.Partition()
 	// a cannot reach Redis but serves its warm keys from memory.
 	for _, k := range keys {
 		mustAdd(a, k, 2, &whileCut)
@@ -191,7 +98,7 @@ func TestPartitionedHolderLosesExactlyWhatItAcknowledgedWhileCutOff(t *testing.T
 		mustAdd(a, k, 1000, &afterTakeover)
 	}
 
-	proxy.heal()
+	proxy.Heal()
 	a.Flush(t) // at once, before a's next renewal, so the write itself meets the fence
 	st := a.Stats(t)
 	if st.RejectedWrites < 1 || len(st.Slots) != 0 {
