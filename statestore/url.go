@@ -200,7 +200,14 @@ func hostPort(h, defaultPort string) (string, error) {
 // Redacted returns the store URL with its passwords replaced by "xxxxx", for
 // logs and error messages.
 func Redacted(raw string) string {
-	scheme, rest, ok := strings.Cut(raw, "://")
+	// The authority starts after "//", with or without a scheme before it
+	// ("//:pw@host" is a mistyped URL too, and is echoed in errors).
+	sep := "://"
+	scheme, rest, ok := strings.Cut(raw, sep)
+	if !ok {
+		sep = "//"
+		scheme, rest, ok = strings.Cut(raw, sep)
+	}
 	if !ok {
 		scheme, rest = "", raw
 	}
@@ -226,7 +233,7 @@ func Redacted(raw string) string {
 		tail = path + "?" + strings.Join(params, "&")
 	}
 	if ok {
-		return scheme + "://" + authority + tail
+		return scheme + sep + authority + tail
 	}
 	return authority + tail
 }
