@@ -161,15 +161,19 @@ func (f *fleet) terminate(name string) {
 }
 
 // kill is a crash: SIGKILL, and the router learns of it afterwards, as
-// endpoints lag a dead pod.
-func (f *fleet) kill(name string) {
+// endpoints lag a dead pod. It returns the oldest moment whose updates the
+// agent may not have written: its flush lag, read just before the kill.
+func (f *fleet) kill(name string) time.Time {
 	f.t.Helper()
 	m := f.member(name)
+	asked := time.Now()
+	st := m.Stats(f.t)
 	f.mu.Lock()
-	f.rejected += m.Stats(f.t).GetRejectedWrites()
+	f.rejected += st.GetRejectedWrites()
 	f.mu.Unlock()
 	m.Kill()
 	f.forget(name)
+	return asked.Add(-time.Duration(st.GetFlushLagMs()+1) * time.Millisecond)
 }
 
 // flushAll makes every live agent write what it holds and reports the
