@@ -320,8 +320,13 @@ func (a *Agent) ensureLoaded(ctx context.Context, s *slot, e *entity) error {
 	return nil
 }
 
-// waitFlushed returns when version v of e is in the store.
+// waitFlushed returns when version v of e is in the store. It gives up
+// after KSTATE_LEASE_TTL: by then the store has been unreachable for longer
+// than the slot's lease lasts, the write may be fenced or may land later,
+// and a caller waiting for the request's own deadline (Knative's revision
+// timeout, minutes) learns nothing more by waiting.
 func (a *Agent) waitFlushed(ctx context.Context, e *entity, v uint64) error {
+	limit := a.clock.After(a.cfg.LeaseTTL)
 	for {
 		a.flushWaitMu.Lock()
 		ch := a.flushWait
@@ -340,6 +345,8 @@ func (a *Agent) waitFlushed(ctx context.Context, e *entity, v uint64) error {
 		case <-ch:
 		case <-ctx.Done():
 			return &UnavailableError{Err: fmt.Errorf("the update is applied but not yet durable: %w", ctx.Err())}
+		case <-limit:
+			return &UnavailableError{Err: fmt.Errorf("the update is applied in this pod but not yet durable after %s (KSTATE_LEASE_TTL); it is written when the store answers, unless the slot moves first: retry with the same CloudEvent id to learn its outcome", a.cfg.LeaseTTL)}
 		}
 	}
 }

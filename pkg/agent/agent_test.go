@@ -126,6 +126,40 @@ func TestSyncDurabilityRepliesAfterWrite(t *testing.T) {
 	}
 }
 
+// A sync reply whose write cannot land gives up after the lease TTL, not at
+// the request's own deadline (minutes on Knative), and its update is
+// written once the store is back.
+func TestSyncDurabilityGivesUpAfterLeaseTTL(t *testing.T) {
+	mem := memStore(t)
+	store := &flakyStore{Store: mem}
+	cfg := testConfig("a", "ns/sync-outage")
+	cfg.Durability = DurabilitySync
+	cfg.LeaseTTL = 300 * time.Millisecond
+	a := startAgent(t, cfg, store, &counterFn{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := a.Invoke(ctx, event("k", "e1", "add", 1)); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	_, err := a.Invoke(ctx, event("k", "e2", "add", 1))
+	if !errors.As(err, new(*UnavailableError)) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("sync write during an outage: %v; want an UnavailableError before the request's deadline", err)
+	}
+	store.down.Store(false)
+	if _, err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := storedCount(t, mem, cfg.Space, cfg.Slots, "k"); got != 2 {
+		t.Errorf("stored %d after the store came back, want 2", got)
+	}
+	// The retry with the same id is answered from the dedup window.
+	res, err := a.Invoke(ctx, event("k", "e2", "add", 1))
+	if err != nil || !res.Duplicate || replyCount(t, res) != 2 {
+		t.Errorf("retry of e2: %+v, %v; want the duplicate answer with count 2", res, err)
+	}
+}
+
 func TestOutageBuffersThenBackPressureThenFlushes(t *testing.T) {
 	mem := memStore(t)
 	store := &flakyStore{Store: mem}
