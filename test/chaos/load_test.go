@@ -21,6 +21,9 @@ const (
 	// giveUp bounds the retries of one event: past it the event counts as
 	// failed, and the scenario fails.
 	giveUp = 60 * time.Second
+	// slowAttempt: attempts slower than this are logged (shown with -v or
+	// when the scenario fails), to tell where a scenario spends its time.
+	slowAttempt = 2 * time.Second
 	// eventSource is the CloudEvents source of every event of the load.
 	eventSource = "/kstate/chaos"
 )
@@ -103,7 +106,11 @@ func (l *load) deliver(key, id string) (int64, bool) {
 	backoff := 5 * time.Millisecond
 	var last string
 	for time.Now().Before(deadline) {
+		began := time.Now()
 		ans, err := send(l.url, event(key, id))
+		if took := time.Since(began); took > slowAttempt {
+			l.t.Logf("event %s (key %s): an attempt took %v: %v %v", id, key, took.Round(time.Millisecond), ans, err)
+		}
 		switch {
 		case err == nil && ans.Status/100 == 2:
 			n, err := proctest.ReplyCount(ans, key)

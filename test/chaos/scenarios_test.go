@@ -55,7 +55,7 @@ var (
 
 func TestChaos(t *testing.T) {
 	var unflushedSince, killedAt, cutAt time.Time
-	const leaseTTL = 2 * time.Second                  // KSTATE_LEASE_TTL
+	const leaseTTL = 2 * time.Second // KSTATE_LEASE_TTL
 	outage := 3 * time.Second
 	if long() {
 		outage = 30 * time.Second
