@@ -114,20 +114,20 @@ func buildBinaries(root, dir string) error {
 
 // ---- processes ----
 
-// lockedBuffer is a bytes.Buffer safe for the writer goroutine of exec and
-// the test reading it.
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for a writer goroutine (exec's, or a
+// server's log) and the test reading it.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -139,8 +139,8 @@ type Process struct {
 	t      *testing.T
 	name   string
 	Cmd    *exec.Cmd
-	Stdout lockedBuffer
-	Stderr lockedBuffer
+	Stdout LockedBuffer
+	Stderr LockedBuffer
 	done   chan struct{} // closed when the process has exited
 }
 

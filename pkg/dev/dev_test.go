@@ -1,40 +1,21 @@
 package dev
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
-
-// syncBuffer is an io.Writer safe to read while Run writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,7 +33,7 @@ func startDev(t *testing.T, o Options) (addr string, stop func() (string, error)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	o.Ready = func(a string) { ready <- a }
-	var out syncBuffer
+	var out proctest.LockedBuffer
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, o, &out, testLogger(t)) }()
 	select {

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/pkg/dev"
 )
 
@@ -32,25 +32,8 @@ var control = &http.Client{Timeout: 60 * time.Second}
 type devCluster struct {
 	addr string
 	url  string
-	out  *syncBuffer
+	out  *proctest.LockedBuffer
 	stop func() error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startDev runs dev with o until the test ends (or stop), and returns once
@@ -66,7 +49,7 @@ func startDev(t *testing.T, o dev.Options) *devCluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	o.Ready = func(a string) { ready <- a }
-	c := &devCluster{out: &syncBuffer{}}
+	c := &devCluster{out: &proctest.LockedBuffer{}}
 	done := make(chan error, 1)
 	go func() { done <- dev.Run(ctx, o, c.out, logger(t)) }()
 	select {
@@ -157,19 +140,7 @@ func (c *devCluster) scale(n int) error {
 // Redis.
 func (c *devCluster) waitClean(t *testing.T) {
 	t.Helper()
-	waitFor(t, "every dirty entity flushed", 30*time.Second, func() bool { return c.status(t).Dirty == 0 })
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	proctest.WaitFor(t, 30*time.Second, "every dirty entity flushed", func() bool { return c.status(t).Dirty == 0 })
 }
 
 // add sends one increment of key to url and returns the reply.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/pkg/agent"
 	"github.com/kstate-dev/kstate/pkg/placement"
 	functionv1 "github.com/kstate-dev/kstate/proto/function/v1"
@@ -68,7 +69,7 @@ func TestP7DrainDirtyEntities(t *testing.T) {
 			a.Stop()
 		}
 	}()
-	waitFor(t, "agent ready", 30*time.Second, a.Ready)
+	proctest.WaitFor(t, 30*time.Second, "agent ready", a.Ready)
 	if _, err := a.Prepare(ctx, nil, 0, 0); err != nil { // take every slot in one round trip
 		t.Fatal(err)
 	}

@@ -49,8 +49,8 @@ type scenario struct {
 }
 
 var (
-	async = map[string]string{"KSTATE_DURABILITY": "async"}
-	sync_ = map[string]string{"KSTATE_DURABILITY": "sync"}
+	asyncDurability = map[string]string{"KSTATE_DURABILITY": "async"}
+	syncDurability  = map[string]string{"KSTATE_DURABILITY": "sync"}
 )
 
 func TestChaos(t *testing.T) {
@@ -62,11 +62,11 @@ func TestChaos(t *testing.T) {
 	}
 	scenarios := []scenario{{
 		name:   "kill -9 of an agent, sync durability: nothing lost",
-		agents: 3, env: sync_,
+		agents: 3, env: syncDurability,
 		disrupt: func(r *run) { r.f.kill("a1") },
 	}, {
 		name:   "kill -9 of an agent, async durability: loss bounded by the flush lag",
-		agents: 3, env: async,
+		agents: 3, env: asyncDurability,
 		disrupt: func(r *run) {
 			unflushedSince = r.f.kill("a1")
 			killedAt = time.Now()
@@ -145,7 +145,7 @@ func TestChaos(t *testing.T) {
 		},
 	}, {
 		name:   "partition between an agent and Redis, longer than the lease",
-		agents: 2, env: async,
+		agents: 2, env: asyncDurability,
 		disrupt: func(r *run) {
 			m := r.f.member("a0")
 			m.link.Partition()
@@ -154,7 +154,7 @@ func TestChaos(t *testing.T) {
 		},
 	}, {
 		name:   "partition, and the slots move to another agent meanwhile (async): loss bounded, stale writes fenced",
-		agents: 2, env: async,
+		agents: 2, env: asyncDurability,
 		disrupt: func(r *run) {
 			m := r.f.member("a0")
 			cutAt = time.Now()
@@ -181,7 +181,7 @@ func TestChaos(t *testing.T) {
 		},
 	}, {
 		name:   "partition, and the slots move to another agent meanwhile (sync)",
-		agents: 2, env: sync_,
+		agents: 2, env: syncDurability,
 		disrupt: func(r *run) {
 			m := r.f.member("a0")
 			m.link.Partition()
