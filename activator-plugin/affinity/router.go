@@ -314,11 +314,11 @@ func (t *Ticket) Release() {
 // again. It waits at most maxWait for that view.
 func (t *Ticket) reroute(ctx context.Context, maxWait time.Duration) error {
 	r, slot, leaving := t.router, t.slot, t.PodName()
-	t.Release()
-	t.router, t.slot = r, slot
-	if leaving == "" {
+	if leaving == "" { // sent to a holder's address outside the ready set
 		leaving = t.addr
 	}
+	t.Release()
+	t.router, t.slot = r, slot
 	wctx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
 	for {
