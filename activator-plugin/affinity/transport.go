@@ -43,7 +43,8 @@ const drainLimit = 4 << 10
 // again once the router has dropped that pod, waiting at most DrainWait.
 // After MaxRedirects redirects or re-routes, or when the body was too large
 // to keep, it answers 503 with a JSON error and Retry-After: 1. Other
-// requests, and 421 answers without Kstate-Holder (an HTTP/2 misdirect, not an agent), pass through untouched.
+// requests, and 421 answers without Kstate-Holder (an HTTP/2 misdirect,
+// not an agent), pass through untouched.
 //
 // It must be called on the goroutine that holds the Route, as
 // httputil.ReverseProxy does.
