@@ -76,10 +76,12 @@ gobuild knative "$CLUSTER_DIR/knative" "-s -w" \
 	./cmd/kingress ./cmd/mkimage ./cmd/pause ./cmd/hello
 
 # kstate's own binaries come from the working tree; go build is incremental.
-step "build kstate: kstate-agent, counter (from $REPO_ROOT)"
+# kstate/activator is Knative's activator with the routing plugin inside (a
+# drop-in for knative-serving/activator's image); kn-kstate runs on the host.
+step "build kstate: kstate-agent, controller, activator, kn-kstate, counter (from $REPO_ROOT)"
 mkdir -p "$BIN/kstate"
 if ! (cd "$REPO_ROOT" && GOFLAGS=-mod=readonly nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/kstate/" \
-	./cmd/kstate-agent ./examples/counter/cmd/counter) >"$LOG/build-kstate.log" 2>&1; then
+	./cmd/kstate-agent ./cmd/controller ./cmd/activator ./cmd/kn-kstate ./examples/counter/cmd/counter) >"$LOG/build-kstate.log" 2>&1; then
 	tail -n 40 "$LOG/build-kstate.log" >&2
 	die "build kstate failed (log: $LOG/build-kstate.log)"
 fi
@@ -119,6 +121,16 @@ for a in sh ls cat sleep env ps id echo grep; do bb_links+=("-symlink=/bin/$a=bu
 # Debian's static busybox crashes in name lookups (glibc NSS), so the image
 # has no network applets: it is a shell for debugging and sleep pods.
 image busybox dev.local/kstate-e2e/busybox:v1 /bin/sh /usr/bin/busybox:/bin/busybox "${bb_links[@]}"
-image kstate-agent "$KSTATE_IMAGE_PREFIX/kstate-agent:e2e" /kstate-agent "$BIN/kstate/kstate-agent:/kstate-agent"
-image counter "$KSTATE_IMAGE_PREFIX/counter:e2e" /counter "$BIN/kstate/counter:/counter"
+# kstate's images are tagged with their binary's hash: a rebuilt binary is a
+# new reference, so applying the install again rolls the Deployments, and
+# new revisions never run a stale image under an old tag. The tests and
+# install-kstate.sh read the references from $IMAGES/NAME.ref.
+kimage() {
+	local name=$1 bin=$2 entry=$3
+	image "$name" "$KSTATE_IMAGE_PREFIX/$name:$(sha256sum "$bin" | cut -c1-12)" "$entry" "$bin:$entry"
+}
+kimage kstate-agent "$BIN/kstate/kstate-agent" /kstate-agent
+kimage kstate-controller "$BIN/kstate/controller" /ko-app/controller
+kimage kstate-activator "$BIN/kstate/activator" /ko-app/activator
+kimage counter "$BIN/kstate/counter" /counter
 step "images: $(ls "$IMAGES"/*.tar | wc -l) tarballs in $IMAGES"

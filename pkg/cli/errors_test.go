@@ -63,6 +63,8 @@ func TestErrors(t *testing.T) {
 			want: `--key-spec: key spec "ce:id": CloudEvents attribute "id" cannot be an entity key: it is unique per event, so every event would be its own entity; use ce:subject, ce:partitionkey or another extension`},
 		{name: "send: bad URL", flagsOnly: true, args: []string{"send", "cart", "--key", "k", "--type", "t", "--url", "ftp://x"},
 			want: `--url "ftp://x": expected an absolute http:// or https:// URL`},
+		{name: "send: bad ingress", flagsOnly: true, args: []string{"send", "cart", "--key", "k", "--type", "t", "--url", "http://cart.shop", "--ingress", "10.0.0.1"},
+			want: `--ingress "10.0.0.1": expected HOST:PORT of the cluster's ingress, e.g. 10.0.0.1:80`},
 		{name: "send: no type", flagsOnly: true, args: []string{"send", "cart", "--key", "k", "--url", "http://127.0.0.1:1", "--key-spec", "ce:partitionkey"},
 			want: `--type is required: the CloudEvents type of the event`},
 		{name: "send: type against a ce:type key spec", flagsOnly: true,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -75,7 +76,10 @@ type ReplyEvent struct {
 
 type sendOptions struct {
 	key, typ, data, source, id, mode, url, keySpec string
-	timeout                                        time.Duration
+	// ingress, when set, is where the request goes; the URL's host stays in
+	// the Host header, which is how an ingress tells Services apart.
+	ingress string
+	timeout time.Duration
 	// sourceSet: --source was given.
 	sourceSet bool
 }
@@ -108,6 +112,7 @@ func newSendCommand(p *Params) *cobra.Command {
 	f.StringVar(&o.id, "id", "", "CloudEvents id (default: a new UUID); resend an id to see deduplication")
 	f.StringVar(&o.mode, "mode", modeBinary, "CloudEvents HTTP mode: binary or structured")
 	f.StringVar(&o.url, "url", "", "where to send (default: the Service's status.url)")
+	f.StringVar(&o.ingress, "ingress", "", "HOST:PORT of the cluster's ingress to send to, with the URL's host in the Host header (when the Service's domain does not resolve here)")
 	f.StringVar(&o.keySpec, "key-spec", "", "key spec to place the key by (default: the Service's kstate.dev/key)")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the reply")
 	return cmd
@@ -144,6 +149,11 @@ func (p *Params) send(cmd *cobra.Command, name string, o sendOptions) error {
 		}
 		target = u
 	}
+	if o.ingress != "" {
+		if h, port, err := net.SplitHostPort(o.ingress); err != nil || h == "" || port == "" {
+			return fmt.Errorf("--ingress %q: expected HOST:PORT of the cluster's ingress, e.g. 10.0.0.1:80", o.ingress)
+		}
+	}
 
 	ctx := cmd.Context()
 	hint := ""
@@ -164,7 +174,7 @@ func (p *Params) send(cmd *cobra.Command, name string, o sendOptions) error {
 				return fmt.Errorf("service %q in namespace %q has no URL yet (is it ready? see `kn service describe %s`); pass --url", name, ns, name)
 			}
 			target = svc.Status.URL.URL()
-			hint = "; if the Service is cluster-local or its domain does not resolve here, port-forward the ingress and pass --url"
+			hint = "; if the Service's domain does not resolve here, pass --ingress HOST:PORT of the cluster's ingress (port-forward it if needed)"
 		}
 	}
 	spec := keyspec.Resolve(&configured, true)
@@ -172,6 +182,10 @@ func (p *Params) send(cmd *cobra.Command, name string, o sendOptions) error {
 	ev, req, err := buildRequest(ctx, o, spec, target)
 	if err != nil {
 		return err
+	}
+	if o.ingress != "" {
+		req.Host = req.URL.Host
+		req.URL.Host = o.ingress
 	}
 	res := &SendResult{
 		URL: req.URL.String(), Mode: o.mode, KeySpec: spec.String(),

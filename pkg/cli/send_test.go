@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -244,5 +245,26 @@ func TestSendCETypeKey(t *testing.T) {
 	want := []received{{Encoding: "binary", ID: "ev-3", Source: "/kn-kstate", Type: "cart.add", Path: "/"}}
 	if diff := cmp.Diff(want, srv.received(t)); diff != "" {
 		t.Errorf("received (-want +got):\n%s", diff)
+	}
+}
+
+// TestSendThroughIngress: with --ingress the request goes to that address
+// and the Service's host travels in the Host header, as an ingress needs.
+func TestSendThroughIngress(t *testing.T) {
+	hosts := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(srv.Close)
+	svc := cartService()
+	svc.Status.URL, _ = apis.ParseURL("http://cart.shop.example.com")
+	f := newFakeCluster(t, holdsOwnSlots(t), []runtime.Object{svc}, nil)
+	ingress := strings.TrimPrefix(srv.URL, "http://")
+	if _, _, err := f.run(t, "send", "cart", "--key", "alice", "--type", "cart.add", "--ingress", ingress); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := <-hosts, "cart.shop.example.com"; got != want {
+		t.Errorf("Host header: got %q, want %q", got, want)
 	}
 }
