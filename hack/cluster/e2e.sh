@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Kubernetes e2e tier: brings the test cluster up (hack/cluster/up.sh:
-# builds on first use, then starts what is not running), runs the Go e2e
-# tests in test/e2e against it, and prints the results.
+# builds on first use, then starts what is not running), installs kstate on
+# it from config/ (hack/cluster/install-kstate.sh), runs the Go e2e tests in
+# test/e2e against it, and prints the results.
 #
 # Needs root; changes host networking (see up.sh). The plain test command,
 # hack/test.sh, never does any of this.
@@ -25,6 +26,11 @@ step "e2e: bringing the cluster up"
 if ! "$CLUSTER_DIR/up.sh"; then
 	((DOWN)) && "$CLUSTER_DIR/down.sh" || true
 	die "e2e: the cluster did not come up"
+fi
+step "e2e: installing kstate from config/ (hack/cluster/install-kstate.sh)"
+if ! "$CLUSTER_DIR/install-kstate.sh"; then
+	((DOWN)) && "$CLUSTER_DIR/down.sh" || true
+	die "e2e: kstate did not install"
 fi
 _TLAST=$(date +%s)
 

@@ -145,9 +145,15 @@ func applyKsvc(t *testing.T, ns, name, yaml string) (string, time.Duration) {
 
 // request sends one request through the test ingress with the given Host.
 func request(method, host, path, body string, hdr map[string]string) (int, string, error) {
+	code, out, _, err := requestHeaders(method, host, path, body, hdr)
+	return code, out, err
+}
+
+// requestHeaders is request that also returns the answer's headers.
+func requestHeaders(method, host, path, body string, hdr map[string]string) (int, string, http.Header, error) {
 	req, err := http.NewRequest(method, "http://"+ingressAddr+path, strings.NewReader(body))
 	if err != nil {
-		return 0, "", err
+		return 0, "", nil, err
 	}
 	req.Host = host
 	for k, v := range hdr {
@@ -156,11 +162,11 @@ func request(method, host, path, body string, hdr map[string]string) (int, strin
 	c := &http.Client{Timeout: 60 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, "", err
+		return 0, "", nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return resp.StatusCode, string(b), resp.Header, err
 }
 
 // mustRequest retries transport errors and 5xx answers for up to 30s (the

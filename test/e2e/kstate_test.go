@@ -56,62 +56,6 @@ func startRedis(t *testing.T) string {
 	}
 }
 
-// counterKsvc is the counter example as a Knative Service with the kstate
-// agent as its serving container, configured by hand with the KSTATE_*
-// variables the webhook (pkg/webhook) is to inject.
-func counterKsvc(ns, redisAddr string) string {
-	return `apiVersion: serving.knative.dev/v1
-kind: Service
-metadata:
-  name: counter
-spec:
-  template:
-    metadata:
-      annotations:
-        autoscaling.knative.dev/window: "6s"
-        autoscaling.knative.dev/target-burst-capacity: "-1"
-    spec:
-      containers:
-      - name: kstate-agent
-        image: dev.local/kstate/kstate-agent:e2e
-        ports:
-        - name: http1
-          containerPort: 8080
-        env:
-        - name: KSTATE_POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: KSTATE_POD_IP
-          valueFrom: {fieldRef: {fieldPath: status.podIP}}
-        - name: KSTATE_POD_ADDR
-          value: $(KSTATE_POD_IP):8080
-        - {name: KSTATE_ADDR, value: ":8080"}
-        - {name: KSTATE_ADMIN_ADDR, value: "127.0.0.1:9181"}
-        - {name: KSTATE_FUNCTION_ADDR, value: "127.0.0.1:9081"}
-        - {name: KSTATE_SPACE, value: "` + ns + `/counter"}
-        - {name: KSTATE_STORE_URL, value: "redis://` + redisAddr + `"}
-        - {name: KSTATE_FLUSH_INTERVAL, value: "100ms"}
-        readinessProbe:
-          httpGet: {path: /.kstate/readyz}
-          periodSeconds: 1
-      - name: counter
-        image: dev.local/kstate/counter:e2e
-        env:
-        - {name: KSTATE_FUNCTION_ADDR, value: "127.0.0.1:9081"}
-`
-}
-
-// enableFieldRef turns on Knative's kubernetes.podspec-fieldref feature. The
-// agent needs the downward API (KSTATE_POD_NAME from metadata.name,
-// KSTATE_POD_IP from status.podIP); without the feature Knative's validating
-// webhook rejects the Service ("must not set the field(s): ...fieldRef").
-// kstate's install has to set it too: the agent the webhook injects uses the
-// same fields.
-func enableFieldRef(t *testing.T) {
-	t.Helper()
-	mustKubectl(t, "", "-n", "knative-serving", "patch", "configmap", "config-features", "--type", "merge",
-		"-p", `{"data":{"kubernetes.podspec-fieldref":"enabled"}}`)
-}
-
 type countReply struct {
 	Key   string `json:"key"`
 	Count int64  `json:"count"`
@@ -130,13 +74,17 @@ func count(t *testing.T, host, method, key, body string) countReply {
 	return r
 }
 
+// TestKstateCounterSurvivesScaleToZero: a Service with nothing but kstate
+// annotations (the webhook injects the agent) keeps its state across a
+// scale to zero and back, and the first request from zero is answered.
 func TestKstateCounterSurvivesScaleToZero(t *testing.T) {
 	t.Parallel()
-	enableFieldRef(t)
-	redisAddr := startRedis(t)
-	ns := namespace(t)
-	host, took := applyKsvc(t, ns, "counter", counterKsvc(ns, redisAddr))
-	t.Logf("ksvc counter (agent + function, Redis at %s) Ready in %s", redisAddr, took.Round(time.Millisecond))
+	ns, redisAddr := kstateNamespace(t)
+	host, took := applyKsvc(t, ns, "counter", counterService(t, "counter", map[string]string{
+		"kstate.dev/enabled":             "true",
+		"autoscaling.knative.dev/window": "6s",
+	}))
+	t.Logf("ksvc counter (Redis at %s) Ready in %s", redisAddr, took.Round(time.Millisecond))
 
 	want := map[string]int64{}
 	for i, key := range []string{"alice", "bob", "alice", "carol", "alice"} {
@@ -158,6 +106,13 @@ func TestKstateCounterSurvivesScaleToZero(t *testing.T) {
 	start := time.Now()
 	got := count(t, host, "GET", "alice", "")
 	t.Logf("first answer from zero in %s", time.Since(start).Round(time.Millisecond))
+	pods := readyPods(t, ns, "counter-00001")
+	if len(pods) != 1 {
+		t.Fatalf("after the first request from zero: ready pods %v, want one", pods)
+	}
+	if st := statsOf(t, ns, pods[0]); st.CacheMisses != 0 {
+		t.Errorf("the pod that came from zero missed its cache %d times (hits %d): preload from zero did not load the hot keys", st.CacheMisses, st.CacheHits)
+	}
 	for key, n := range want {
 		if got = count(t, host, "GET", key, ""); got.Count != n {
 			t.Fatalf("GET %s after scale to zero and back: count %d, want %d (state lost)", key, got.Count, n)
