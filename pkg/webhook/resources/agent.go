@@ -140,13 +140,15 @@ func MakeAgentContainer(s *kstate.Spec, d *config.Defaults, functionPort int32) 
 		Ports: []corev1.ContainerPort{{Name: AgentPortName, ContainerPort: AgentPort}},
 		Env:   MakeAgentEnv(s, d, functionPort),
 		// The port is left out: Knative fills in the serving port and
-		// routes the probe through the queue-proxy.
+		// routes the probe through the queue-proxy. periodSeconds 0 is
+		// Knative's aggressive probe (the queue-proxy polls every 50ms
+		// until ready), as for a container without a probe: a pod from
+		// zero takes traffic as soon as its preload is done, not up to a
+		// period later. Knative forbids timeout and failure thresholds
+		// with it.
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: ReadyzPath}},
-			PeriodSeconds:    1,
-			TimeoutSeconds:   1,
 			SuccessThreshold: 1,
-			FailureThreshold: 3,
 		},
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: HealthzPath}},

@@ -260,7 +260,7 @@ func TestMakeAgentContainer(t *testing.T) {
 		Env:   MakeAgentEnv(s, d, 9081),
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/.kstate/readyz"}},
-			PeriodSeconds: 1, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
+			SuccessThreshold: 1,
 		},
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/.kstate/healthz"}},
