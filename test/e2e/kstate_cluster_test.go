@@ -130,8 +130,9 @@ func TestWebhookInjectsAndValidates(t *testing.T) {
 // TestAffinityPreloadAndCLI: a revision scaled from one pod to three. The
 // two joining pods preload the entities of the slots they are about to own
 // before they turn Ready; then every key is answered by one pod, the one
-// placement and kn kstate owner name; counts are exact; pods carry a
-// deletion cost; kn kstate describe, get and send work against the cluster.
+// placement and kn kstate owner name; counts are exact; kn kstate describe,
+// get and send work against the cluster. Scaling back to two removes the pod
+// with the lowest deletion cost (the least state) and loses nothing.
 func TestAffinityPreloadAndCLI(t *testing.T) {
 	t.Parallel()
 	ns, redisAddr := kstateNamespace(t)
@@ -269,13 +270,50 @@ func TestAffinityPreloadAndCLI(t *testing.T) {
 		t.Errorf("kn kstate send %s: %s, want count %d from %s", k, out, want[k]+5, owner[k])
 	}
 
-	// The autoscaler plugin's deletion cost, from the state each pod holds.
-	costs := mustKubectl(t, "", "-n", ns, "get", "pods", "-l", "serving.knative.dev/revision="+rev, "-o",
-		`jsonpath={range .items[*]}{.metadata.annotations.controller\.kubernetes\.io/pod-deletion-cost}{" "}{end}`)
-	if n := len(strings.Fields(costs)); n != 3 {
-		t.Errorf("pod-deletion-cost on %d of 3 pods (%q)", n, costs)
+	// State-aware scale-down: the autoscaler plugin sets each pod's
+	// deletion cost from the state it holds (refreshed at most every 30s),
+	// and the ReplicaSet removes the pod with the lowest cost. The pod that
+	// goes flushes and releases its slots: nothing is lost.
+	costs := map[string]int{}
+	waitFor(t, "a deletion cost from state on every pod", 2*time.Minute, func() bool {
+		out := mustKubectl(t, "", "-n", ns, "get", "pods", "-l", "serving.knative.dev/revision="+rev, "-o",
+			`jsonpath={range .items[*]}{.metadata.name}={.metadata.annotations.controller\.kubernetes\.io/pod-deletion-cost}{" "}{end}`)
+		clear(costs)
+		for _, f := range strings.Fields(out) {
+			name, v, _ := strings.Cut(f, "=")
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				costs[name] = n
+			}
+		}
+		return len(costs) == 3
+	})
+	cheapest, tie := "", false
+	for p, c := range costs {
+		switch {
+		case cheapest == "" || c < costs[cheapest]:
+			cheapest, tie = p, false
+		case c == costs[cheapest]:
+			tie = true
+		}
 	}
-	t.Logf("pod-deletion-cost: %s", costs)
+	t.Logf("pod-deletion-cost: %v", costs)
+	mustKubectl(t, "", "-n", ns, "annotate", "pa", rev, "autoscaling.knative.dev/min-scale=2", "--overwrite")
+	waitFor(t, "two ready pods", 3*time.Minute, func() bool { return len(readyPods(t, ns, rev)) == 2 })
+	left := readyPods(t, ns, rev)
+	switch {
+	case tie:
+		t.Logf("scale-down 3 -> 2 kept %v (lowest cost tied, so either could go)", left)
+	case contains(left, cheapest):
+		t.Errorf("scale-down 3 -> 2 kept %v, including %s, the pod with the lowest deletion cost %d (%v)", left, cheapest, costs[cheapest], costs)
+	default:
+		t.Logf("scale-down 3 -> 2 removed %s, the pod with the lowest deletion cost", cheapest)
+	}
+	want[k] += 5
+	for _, k := range keys {
+		if got := count(t, host, "GET", k, ""); got.Count != want[k] {
+			t.Errorf("after scale-down: key %s count %d, want %d", k, got.Count, want[k])
+		}
+	}
 }
 
 // hasCount: a JSON document has "count": n in it.

@@ -165,7 +165,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	return time.Since(start)
 }
 
-// ceLoad sends counter.add CloudEvents in binary mode, with the headers a
+// ceLoad sends counter.add CloudEvents in binary and structured mode, with the headers a
 // Knative Eventing broker's dispatcher adds, for a fixed set of keys. Every
 // event is retried with its id until it is acknowledged (2xx), as a broker
 // redelivers, so the Service's deduplication must make each event count
@@ -216,7 +216,7 @@ func (l *ceLoad) worker(t *testing.T, w, workers int) {
 		}
 		key := l.keys[(n*workers+w)%len(l.keys)]
 		id := fmt.Sprintf("e2e-%d-%d", w, n)
-		count, ok := l.deliver(key, id)
+		count, ok := l.deliver(key, id, w%2 == 1)
 		if !ok {
 			t.Errorf("event %s for key %s was never acknowledged", id, key)
 			return
@@ -236,33 +236,52 @@ func (l *ceLoad) worker(t *testing.T, w, workers int) {
 }
 
 // deliver sends one event until a 2xx comes (for at most 2 minutes) and
-// returns the count in the reply.
-func (l *ceLoad) deliver(key, id string) (int64, bool) {
+// returns the count in the reply. Odd workers use structured mode, even ones
+// binary mode, as brokers may.
+func (l *ceLoad) deliver(key, id string, structured bool) (int64, bool) {
+	arrival := time.Now().UTC().Format(time.RFC3339Nano)
 	hdr := map[string]string{
-		"Ce-Specversion":        "1.0",
-		"Ce-Id":                 id,
-		"Ce-Source":             "/apis/v1/namespaces/e2e/brokers/default",
-		"Ce-Type":               "counter.add",
-		"Ce-Partitionkey":       key,
-		"Ce-Knativearrivaltime": time.Now().UTC().Format(time.RFC3339Nano),
-		"Traceparent":           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-		"Prefer":                "reply",
-		"Content-Type":          "application/json",
+		"Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"Prefer":      "reply",
+	}
+	body := `{"by": 1}`
+	if structured {
+		hdr["Content-Type"] = "application/cloudevents+json"
+		body = fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"/apis/v1/namespaces/e2e/brokers/default","type":"counter.add",`+
+			`"partitionkey":%q,"knativearrivaltime":%q,"datacontenttype":"application/json","data":{"by":1}}`, id, key, arrival)
+	} else {
+		for k, v := range map[string]string{
+			"Ce-Specversion": "1.0", "Ce-Id": id, "Ce-Source": "/apis/v1/namespaces/e2e/brokers/default",
+			"Ce-Type": "counter.add", "Ce-Partitionkey": key, "Ce-Knativearrivaltime": arrival,
+			"Content-Type": "application/json",
+		} {
+			hdr[k] = v
+		}
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for backoff := 50 * time.Millisecond; time.Now().Before(deadline); {
-		code, body, err := request("POST", l.host, "/", `{"by": 1}`, hdr)
+		code, out, rh, err := requestHeaders("POST", l.host, "/", body, hdr)
 		if err == nil && code/100 == 2 {
 			var r countReply
-			if jerr := json.Unmarshal([]byte(body), &r); jerr == nil && r.Key == key {
+			var jerr error
+			if strings.HasPrefix(rh.Get("Content-Type"), "application/cloudevents+json") {
+				var ev struct {
+					Data countReply `json:"data"`
+				}
+				jerr = json.Unmarshal([]byte(out), &ev)
+				r = ev.Data
+			} else {
+				jerr = json.Unmarshal([]byte(out), &r)
+			}
+			if jerr == nil && r.Key == key {
 				return r.Count, true
 			}
-			err = fmt.Errorf("reply %q is not a count of %s", body, key)
+			err = fmt.Errorf("reply %q (%s) is not a count of %s", out, rh.Get("Content-Type"), key)
 		}
 		l.mu.Lock()
 		l.retries++
 		if len(l.errs) < 20 {
-			l.errs = append(l.errs, fmt.Sprintf("%s %s: code %d err %v body %.120q", key, id, code, err, body))
+			l.errs = append(l.errs, fmt.Sprintf("%s %s: code %d err %v body %.120q", key, id, code, err, out))
 		}
 		l.mu.Unlock()
 		time.Sleep(backoff)

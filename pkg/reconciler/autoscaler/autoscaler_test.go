@@ -310,8 +310,10 @@ func TestReconcile(t *testing.T) {
 	// Stats of the ready pods: pod-1 holds more than pod-2.
 	statsOf := func() map[string]*adminv1.StatsResponse {
 		return map[string]*adminv1.StatsResponse{
-			addr(p1): {Entities: 500, DirtyEntities: 20}, // 700
-			addr(p2): {Entities: 40, DirtyEntities: 1},   // 50
+			// 500 + 10×20 = 700: entities of held slots count, hints not.
+			addr(p1): {Entities: 500, DirtyEntities: 20, Slots: []*adminv1.SlotStats{{Slot: 1, Entities: 300}, {Slot: 2, Entities: 200}}},
+			// 40 + 10×1 = 50, although it holds 900 preloaded hints.
+			addr(p2): {Entities: 940, DirtyEntities: 1, Slots: []*adminv1.SlotStats{{Slot: 3, Entities: 40}}},
 		}
 	}
 	recent := func() map[types.UID]time.Time {
@@ -538,19 +540,29 @@ func TestCostRefreshRateLimit(t *testing.T) {
 
 func TestDeletionCost(t *testing.T) {
 	for _, c := range []struct {
-		entities, dirty int64
-		want            int32
+		// held: entities of each held slot; hints: entities preloaded for
+		// slots held elsewhere (in Entities, not in Slots).
+		held         []int64
+		hints, dirty int64
+		want         int32
 	}{
-		{0, 0, 0},
-		{10, 0, 10},
-		{10, 3, 40},
-		{-1, -1, 0},
-		{math.MaxInt32, 1, math.MaxInt32},
-		{0, math.MaxInt64, math.MaxInt32},
-		{math.MaxInt64, 0, math.MaxInt32},
+		{nil, 0, 0, 0},
+		{[]int64{10}, 0, 0, 10},
+		{[]int64{4, 6}, 0, 3, 40},
+		{[]int64{4, 6}, 900, 3, 40},
+		{nil, 900, 0, 0},
+		{[]int64{-1}, 0, -1, 0},
+		{[]int64{math.MaxInt32}, 0, 1, math.MaxInt32},
+		{nil, 0, math.MaxInt64, math.MaxInt32},
+		{[]int64{math.MaxInt64}, 0, 0, math.MaxInt32},
 	} {
-		if got := resources.DeletionCost(&adminv1.StatsResponse{Entities: c.entities, DirtyEntities: c.dirty}); got != c.want {
-			t.Errorf("DeletionCost(%d, %d) = %d, want %d", c.entities, c.dirty, got, c.want)
+		st := &adminv1.StatsResponse{Entities: c.hints, DirtyEntities: c.dirty}
+		for i, e := range c.held {
+			st.Slots = append(st.Slots, &adminv1.SlotStats{Slot: uint32(i), Entities: e})
+			st.Entities += e
+		}
+		if got := resources.DeletionCost(st); got != c.want {
+			t.Errorf("DeletionCost(held %v, hints %d, dirty %d) = %d, want %d", c.held, c.hints, c.dirty, got, c.want)
 		}
 	}
 }

@@ -6,7 +6,8 @@
 //     by KSTATE_PRELOAD_GATE) to preload the slots the placement will give
 //     it, over the agent's admin gRPC API (Prepare), once per pod;
 //   - sets controller.kubernetes.io/pod-deletion-cost on every Ready pod
-//     from the state it holds (Stats: entities + 10 × dirty entities), at
+//     from the state it holds (Stats: entities of held slots + 10 × dirty
+//     entities), at
 //     most once per refresh interval per pod, so the ReplicaSet removes the
 //     pods that hold the least on scale-down.
 //

@@ -91,10 +91,17 @@ func AdminAddr(pod *corev1.Pod) string {
 }
 
 // DeletionCost is the pod-deletion-cost of the state an agent holds:
-// entities + DirtyWeight × dirty entities, clamped to 0..MaxInt32 (the
-// annotation is an int32).
+// entities of the slots it holds + DirtyWeight × dirty entities, clamped to
+// 0..MaxInt32 (the annotation is an int32). Entities preloaded as hints for
+// slots held elsewhere do not count: they are in Redis already, and a pod
+// that just joined with a preload of hints would otherwise look costlier
+// than the pod that serves those keys.
 func DeletionCost(st *adminv1.StatsResponse) int32 {
-	e, d := st.GetEntities(), st.GetDirtyEntities()
+	var e int64
+	for _, s := range st.GetSlots() {
+		e += s.GetEntities()
+	}
+	d := st.GetDirtyEntities()
 	if e < 0 {
 		e = 0
 	}
