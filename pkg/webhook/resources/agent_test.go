@@ -259,7 +259,7 @@ func TestMakeAgentContainer(t *testing.T) {
 		Ports: []corev1.ContainerPort{{Name: "http1", ContainerPort: 8080}},
 		Env:   MakeAgentEnv(s, d, 9081),
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/.kstate/readyz"}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/.kstate/readyz"}},
 			SuccessThreshold: 1,
 		},
 		LivenessProbe: &corev1.Probe{
