@@ -2,9 +2,10 @@
 # Builds everything the e2e cluster runs, offline, from the Go module proxy
 # and this repository: Kubernetes v1.30.4 (hack/cluster/k8s), CoreDNS
 # (hack/cluster/coredns), Knative Serving v0.42.2 + the test ingress + the
-# image builder + pause (hack/cluster/knative), kstate's agent and the counter
-# example (this repository), and the container images (docker-save tarballs
-# under $STATE/images, loaded into containerd by up.sh).
+# image builder + pause (hack/cluster/knative), kstate's agent, controller,
+# drop-in activator, kn-kstate and the examples (this repository), and the
+# container images (docker-save tarballs under $STATE/images, loaded into
+# containerd by up.sh).
 #
 # A wrapper module is rebuilt only when its go.mod, go.sum, Go files, the Go
 # version or the flags change (a stamp under $STATE/bin). Builds run one at a
@@ -15,6 +16,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
 mkdir -p "$BIN" "$IMAGES"
+# One build at a time per state directory (up.sh takes its own lock).
+exec 8>"$STATE/.build.lock"
+flock 8
 
 # stamp DIR EXTRA... prints a hash of a module's inputs.
 stamp() {
@@ -78,10 +82,11 @@ gobuild knative "$CLUSTER_DIR/knative" "-s -w" \
 # kstate's own binaries come from the working tree; go build is incremental.
 # kstate/activator is Knative's activator with the routing plugin inside (a
 # drop-in for knative-serving/activator's image); kn-kstate runs on the host.
-step "build kstate: kstate-agent, controller, activator, kn-kstate, counter (from $REPO_ROOT)"
+step "build kstate: kstate-agent, controller, activator, kn-kstate, the examples (from $REPO_ROOT)"
 mkdir -p "$BIN/kstate"
 if ! (cd "$REPO_ROOT" && GOFLAGS=-mod=readonly nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/kstate/" \
-	./cmd/kstate-agent ./cmd/controller ./cmd/activator ./cmd/kn-kstate ./examples/counter/cmd/counter) >"$LOG/build-kstate.log" 2>&1; then
+	./cmd/kstate-agent ./cmd/controller ./cmd/activator ./cmd/kn-kstate \
+	./examples/counter/cmd/counter ./examples/cart/cmd/cart ./examples/visitors/cmd/visitors ./examples/join/cmd/join) >"$LOG/build-kstate.log" 2>&1; then
 	tail -n 40 "$LOG/build-kstate.log" >&2
 	die "build kstate failed (log: $LOG/build-kstate.log)"
 fi
@@ -132,5 +137,5 @@ kimage() {
 kimage kstate-agent "$BIN/kstate/kstate-agent" /kstate-agent
 kimage kstate-controller "$BIN/kstate/controller" /ko-app/controller
 kimage kstate-activator "$BIN/kstate/activator" /ko-app/activator
-kimage counter "$BIN/kstate/counter" /counter
+for e in counter cart visitors join; do kimage "$e" "$BIN/kstate/$e" "/$e"; done
 step "images: $(ls "$IMAGES"/*.tar | wc -l) tarballs in $IMAGES"

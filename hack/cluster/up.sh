@@ -28,6 +28,10 @@ done
 [[ $(id -u) == 0 ]] || die "up.sh needs root (it runs containerd, the kubelet and changes host networking)"
 step "up: state directory $STATE"
 mkdir -p "$STATE" "$BIN" "$ETC" "$PKI" "$LOG" "$RUN" "$IMAGES"
+# Two up.sh at once (two demos, a demo and e2e.sh) would build the same
+# images and start the same components: the second waits for the first.
+exec 9>"$STATE/.up.lock"
+flock 9
 
 # ---------------------------------------------------------------- packages
 PKGS=(containerd runc containernetworking-plugins etcd-server iptables conntrack busybox-static openssl curl)

@@ -421,3 +421,41 @@ func agentPID(t *testing.T, pod string) int {
 	t.Fatalf("no kstate-agent process of pod %s on this host", pod)
 	return 0
 }
+
+// TestRedisKilledUnderLoad: Redis is SIGKILLed under CloudEvent load (async
+// durability) and restarted from its append-only file once the agents have
+// writes they cannot flush. Warm keys keep being answered from memory
+// meanwhile; when Redis is back the agents flush what they buffered, and no
+// acknowledged event is lost or applied twice.
+func TestRedisKilledUnderLoad(t *testing.T) {
+	t.Parallel()
+	ns, redis := kstateNamespaceWithRedis(t)
+	host, _ := applyKsvc(t, ns, "counter", counterService(t, "counter", map[string]string{
+		"kstate.dev/enabled":                "true",
+		"autoscaling.knative.dev/min-scale": "2",
+	}))
+	var keys []string
+	for i := range 40 {
+		keys = append(keys, fmt.Sprintf("sensor-%02d", i))
+	}
+	load := startCELoad(t, host, keys, 4)
+	waitFor(t, "load to start", time.Minute, func() bool { return load.acknowledged() > 300 })
+	pods := readyPods(t, ns, "counter-00001")
+
+	redis.Kill()
+	at := load.acknowledged()
+	t.Logf("redis-server killed after %d events", at)
+	waitFor(t, "unflushed writes in an agent while Redis is down", time.Minute, func() bool {
+		for _, p := range pods {
+			if statsOf(t, ns, p).DirtyEntities > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	during := load.acknowledged() - at
+	redis.Start()
+	t.Logf("redis-server restarted from its append-only file; %d events acknowledged while it was down", during)
+	waitFor(t, "load after the restart", 2*time.Minute, func() bool { return load.acknowledged() > at+during+300 })
+	load.check(t)
+}

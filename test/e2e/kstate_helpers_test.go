@@ -63,12 +63,18 @@ func requireKstateInstalled(t *testing.T) {
 // kstateNamespace is a test namespace with its own redis-server (on the node
 // address) and the kstate-store Secret the webhook points agents at.
 func kstateNamespace(t *testing.T) (ns, redisAddr string) {
+	ns, r := kstateNamespaceWithRedis(t)
+	return ns, r.Addr
+}
+
+// kstateNamespaceWithRedis is kstateNamespace for tests that stop Redis.
+func kstateNamespaceWithRedis(t *testing.T) (string, *redisServer) {
 	t.Helper()
 	requireKstateInstalled(t)
-	redisAddr = startRedis(t)
-	ns = namespace(t)
-	mustKubectl(t, "", "-n", ns, "create", "secret", "generic", "kstate-store", "--from-literal=url=redis://"+redisAddr)
-	return ns, redisAddr
+	r := startRedis(t)
+	ns := namespace(t)
+	mustKubectl(t, "", "-n", ns, "create", "secret", "generic", "kstate-store", "--from-literal=url=redis://"+r.Addr)
+	return ns, r
 }
 
 // counterService is the counter example as a user writes it: their container

@@ -10,14 +10,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// startRedis starts a private redis-server on the node address (pods reach
-// it there), configured as production must be: append-only file, fsync
+// redisServer is a private redis-server on the node address (pods reach it
+// there), configured as production must be: append-only file, fsync
 // always, no snapshots. It is stopped when the test ends.
-func startRedis(t *testing.T) string {
+type redisServer struct {
+	t    *testing.T
+	Addr string
+	args []string
+	dir  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+}
+
+func startRedis(t *testing.T) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -29,31 +39,55 @@ func startRedis(t *testing.T) string {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	dir := t.TempDir()
-	logf := filepath.Join(dir, "redis.log")
-	cmd := exec.Command(bin, "--bind", nodeIP, "--port", fmt.Sprint(port), "--protected-mode", "no",
-		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", dir, "--logfile", logf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := &redisServer{t: t, dir: t.TempDir(), Addr: net.JoinHostPort(nodeIP, fmt.Sprint(port))}
+	r.args = []string{bin, "--bind", nodeIP, "--port", fmt.Sprint(port), "--protected-mode", "no",
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log")}
+	r.Start()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
+		r.stop(os.Interrupt)
 		if t.Failed() {
-			b, _ := os.ReadFile(logf)
+			b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
 			t.Logf("redis-server log:\n%s", b)
 		}
 	})
-	addr := net.JoinHostPort(nodeIP, fmt.Sprint(port))
+	return r
+}
+
+// Start starts the server (again, on the same port and files) and waits
+// until it accepts connections.
+func (r *redisServer) Start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cmd := exec.Command(r.args[0], r.args[1:]...)
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.cmd = cmd
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
+		if c, err := net.Dial("tcp", r.Addr); err == nil {
 			c.Close()
-			return addr
+			return
 		}
 		if time.Since(start) > 10*time.Second {
-			t.Fatalf("redis-server did not listen on %s", addr)
+			r.t.Fatalf("redis-server did not listen on %s", r.Addr)
 		}
 	}
+}
+
+// Kill stops the server with SIGKILL: what an acknowledged fsync put in
+// the append-only file is all that survives.
+func (r *redisServer) Kill() { r.stop(os.Kill) }
+
+func (r *redisServer) stop(sig os.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(sig)
+	_ = r.cmd.Wait()
+	r.cmd = nil
 }
 
 type countReply struct {
@@ -123,5 +157,30 @@ func TestKstateCounterSurvivesScaleToZero(t *testing.T) {
 	}
 	if strings.TrimSpace(mustKubectl(t, "", "-n", ns, "get", "ksvc", "counter", "-o", "jsonpath={.status.latestReadyRevisionName}")) != "counter-00001" {
 		t.Fatalf("the Service rolled to another revision during the test")
+	}
+}
+
+// TestDemoScaleToZero runs each example's scale-to-zero demo on the cluster
+// (hack/demo-scale-to-zero.sh --cluster): the example's own service.yaml,
+// driven with CloudEvents, scaled to zero and back; the script fails unless
+// the state is intact and the first request from zero hit the cache.
+func TestDemoScaleToZero(t *testing.T) {
+	t.Parallel()
+	requireKstateInstalled(t)
+	script, err := filepath.Abs("../../hack/demo-scale-to-zero.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, example := range []string{"counter", "cart", "visitors", "join"} {
+		t.Run(example, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(script, "--cluster", example)
+			cmd.Env = append(os.Environ(), "KSTATE_DEMO_NO_UP=1", "KSTATE_CLUSTER_DIR="+clusterDir)
+			out, err := cmd.CombinedOutput()
+			t.Logf("%s", out)
+			if err != nil {
+				t.Fatalf("demo %s: %v", example, err)
+			}
+		})
 	}
 }
