@@ -135,9 +135,9 @@ fi
 # veths left behind by pods whose namespace is gone vanish with it; any
 # still attached to nothing are removed here.
 for v in $(ip -o link show type veth 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
-	ip -d link show "$v" 2>/dev/null | grep -q "master $BRIDGE" && ip link del "$v" 2>/dev/null || true
+	ip -d link show "$v" 2>/dev/null | grep "master $BRIDGE" >/dev/null && ip link del "$v" 2>/dev/null || true
 done
-if ip addr show dev lo | grep -q "inet $NODE_IP/32"; then
+if ip addr show dev lo | grep "inet $NODE_IP/32" >/dev/null; then
 	ip addr del "$NODE_IP/32" dev lo || problems+=("address $NODE_IP on lo")
 fi
 step "network: removed bridge $BRIDGE and $NODE_IP/32 from lo"

@@ -73,11 +73,11 @@ sysctl -qw net.ipv4.ip_forward=1
 [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 || die "br_netfilter is not available"
 
-ip addr show dev lo | grep -q "inet $NODE_IP/32" || ip addr add "$NODE_IP/32" dev lo
+ip addr show dev lo | grep "inet $NODE_IP/32" >/dev/null || ip addr add "$NODE_IP/32" dev lo
 if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
 	ip link add "$BRIDGE" type bridge
 fi
-ip addr show dev "$BRIDGE" | grep -q "inet $POD_GW/" || ip addr add "$POD_GW/${POD_CIDR#*/}" dev "$BRIDGE"
+ip addr show dev "$BRIDGE" | grep "inet $POD_GW/" >/dev/null || ip addr add "$POD_GW/${POD_CIDR#*/}" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 # Service IPs not (yet) rewritten by kube-proxy go to the bridge, never to
 # the default route.

@@ -12,6 +12,7 @@ import (
 	apierrs "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	"github.com/kstate-dev/kstate/pkg/apis/config"
@@ -168,30 +169,37 @@ func newDisableCommand(p *Params) *cobra.Command {
 }
 
 // update merge-patches the wanted annotations into the Service's revision
-// template and prints what changed.
+// template and prints what changed. The patch is guarded by the
+// resourceVersion read; on a conflict (most often Knative's own status
+// update of the Service) it reads the Service again and recomputes the
+// changes, a few times, before giving up.
 func (p *Params) update(cmd *cobra.Command, c *Clients, ns, name string, want []wanted, enabling bool) error {
 	ctx := cmd.Context()
-	svc, err := getService(ctx, c, ns, name)
-	if err != nil {
-		return err
-	}
-	res := UpdateResult{Service: name, Namespace: ns, Changes: []Change{}}
-	current := svc.Spec.Template.Annotations
-	for _, w := range want {
-		old, set := current[w.key]
-		if set && w.same(old) {
-			continue
+	var res UpdateResult
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		svc, err := getService(ctx, c, ns, name)
+		if err != nil {
+			return err
 		}
-		if !set && w.key == kstate.EnabledAnnotationKey && !enabling {
-			continue // unset already means off
+		res = UpdateResult{Service: name, Namespace: ns, Changes: []Change{}}
+		current := svc.Spec.Template.Annotations
+		for _, w := range want {
+			old, set := current[w.key]
+			if set && w.same(old) {
+				continue
+			}
+			if !set && w.key == kstate.EnabledAnnotationKey && !enabling {
+				continue // unset already means off
+			}
+			ch := Change{Annotation: w.key, New: ptr(w.value)}
+			if set {
+				ch.Old = ptr(old)
+			}
+			res.Changes = append(res.Changes, ch)
 		}
-		ch := Change{Annotation: w.key, New: ptr(w.value)}
-		if set {
-			ch.Old = ptr(old)
+		if len(res.Changes) == 0 {
+			return nil
 		}
-		res.Changes = append(res.Changes, ch)
-	}
-	if len(res.Changes) > 0 {
 		updated, err := patchAnnotations(ctx, c, svc, res.Changes)
 		if err != nil {
 			return err
@@ -201,6 +209,13 @@ func (p *Params) update(cmd *cobra.Command, c *Clients, ns, name string, want []
 				"the kstate webhook did not add the %s container to service %q: is kstate installed? (kubectl get pods -n %s)",
 				resources.AgentContainerName, name, systemNamespace))
 		}
+		return nil
+	})
+	if apierrs.IsConflict(err) {
+		return fmt.Errorf("service %q in namespace %q kept changing while it was being updated; run the command again", name, ns)
+	}
+	if err != nil {
+		return err
 	}
 	for _, w := range res.Warnings {
 		fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", w)
@@ -237,7 +252,7 @@ func patchAnnotations(ctx context.Context, c *Clients, svc *servingv1.Service, c
 	updated, err := c.Serving.ServingV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, body, metav1.PatchOptions{})
 	switch {
 	case apierrs.IsConflict(err):
-		return nil, fmt.Errorf("service %q in namespace %q changed while it was being updated; run the command again", svc.Name, svc.Namespace)
+		return nil, err // update reads the Service again and retries
 	case apierrs.IsNotFound(err):
 		return nil, fmt.Errorf("service %q not found in namespace %q", svc.Name, svc.Namespace)
 	case err != nil:

@@ -3,11 +3,14 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	ktesting "k8s.io/client-go/testing"
 )
@@ -182,5 +185,52 @@ func TestEnableNoWarningWhenAgentInjected(t *testing.T) {
 	}
 	if errOut != "" {
 		t.Errorf("stderr = %q, want nothing", errOut)
+	}
+}
+
+// TestEnableRetriesConflicts: a patch that meets a newer resourceVersion
+// (Knative updating the Service's status in between) is retried on the
+// Service read again; a Service that keeps changing gets a clear error.
+func TestEnableRetriesConflicts(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		conflicts int
+		wantErr   string
+	}{
+		{name: "one conflict, then the patch lands", conflicts: 1},
+		{name: "conflicts every time", conflicts: 100,
+			wantErr: `service "cart" in namespace "shop" kept changing while it was being updated; run the command again`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeCluster(t, holdsOwnSlots(t), servingObjects(), kubeObjects())
+			patches := 0
+			f.serving.PrependReactor("patch", "services", func(ktesting.Action) (bool, runtime.Object, error) {
+				patches++
+				if patches <= tc.conflicts {
+					return true, nil, apierrs.NewConflict(schema.GroupResource{Group: "serving.knative.dev", Resource: "services"}, "cart", errors.New("the object has been modified"))
+				}
+				return false, nil, nil
+			})
+			_, _, err := f.run(t, "enable", "cart", "--flush-interval", "1s")
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if patches != 2 {
+				t.Errorf("%d patches, want 2 (one conflict, one retry)", patches)
+			}
+			svc, err := f.serving.ServingV1().Services(testNS).Get(context.Background(), "cart", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := svc.Spec.Template.Annotations["kstate.dev/flush-interval"]; got != "1s" {
+				t.Errorf("flush-interval %q after the retry, want 1s", got)
+			}
+		})
 	}
 }

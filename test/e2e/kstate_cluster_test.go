@@ -459,3 +459,70 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	waitFor(t, "load after the restart", 2*time.Minute, func() bool { return load.acknowledged() > at+during+300 })
 	load.check(t)
 }
+
+// TestCLIEnableDisable: kn kstate enable turns a running plain Service into a
+// kstate Service (the webhook injects the agent in the new revision, which
+// goes Ready and answers with counts), disable turns it back; wrong input
+// gets a clear error and a non-zero exit against the real API server.
+func TestCLIEnableDisable(t *testing.T) {
+	t.Parallel()
+	ns, redisAddr := kstateNamespace(t)
+	// The counter function needs the agent; as a plain Service its
+	// container would never be Ready, so start from a plain hello Service
+	// whose image is then swapped for the counter in the same update.
+	host, _ := applyKsvc(t, ns, "hello", helloService())
+	if out := mustRequest(t, "GET", host, "/", "", nil); !strings.Contains(out, "hello") {
+		t.Fatalf("plain Service: %q", out)
+	}
+	mustKubectl(t, "", "-n", ns, "patch", "ksvc", "hello", "--type", "json", "-p",
+		fmt.Sprintf(`[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":%q}]`, imageRef(t, "counter")))
+	out := mustKnKstate(t, "enable", "hello", "-n", ns, "--durability", "sync", "--key", "header:Counter-Id")
+	t.Logf("kn kstate enable:\n%s", out)
+	for _, want := range []string{"kstate.dev/enabled", "kstate.dev/durability", "kstate.dev/key"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("enable output does not say it set %s:\n%s", want, out)
+		}
+	}
+	// The image swap made revision 2 (a function without its agent, never
+	// Ready); enable makes revision 3, which the webhook completes.
+	waitFor(t, "the kstate revision to be Ready", 3*time.Minute, func() bool {
+		return strings.TrimSpace(mustKubectl(t, "", "-n", ns, "get", "ksvc", "hello", "-o", "jsonpath={.status.latestReadyRevisionName}")) == "hello-00003"
+	})
+	for i := 1; i <= 3; i++ {
+		out := mustRequest(t, "POST", host, "/", "", map[string]string{"Counter-Id": "c1"})
+		if !hasCount(out, int64(i)) {
+			t.Fatalf("POST %d after enable: %q", i, out)
+		}
+	}
+	desc := mustKnKstate(t, "describe", "hello", "-n", ns)
+	if !strings.Contains(desc, "sync") || !strings.Contains(desc, "header:Counter-Id") {
+		t.Errorf("describe after enable does not show the settings:\n%s", desc)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"describe", "nosuch", "-n", ns}, fmt.Sprintf(`service "nosuch" not found in namespace %q`, ns)},
+		{[]string{"enable", "hello", "-n", ns, "--key", "cookie:x"}, `--key: key spec "cookie:x"`},
+		{[]string{"get", "hello", "c1", "-n", ns, "--redis", "redis://" + nodeIP + ":1"}, "connection refused"},
+		{[]string{"describe", "hello", "-n", ns, "--kubeconfig", "/nonexistent"}, "nonexistent"},
+	} {
+		out, err := knKstate(t, tc.args...)
+		if err == nil {
+			t.Errorf("kn kstate %v: succeeded (%q), want an error", tc.args, out)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("kn kstate %v: %v, want it to say %q", tc.args, err, tc.want)
+		}
+	}
+	_ = redisAddr
+
+	out = mustKnKstate(t, "disable", "hello", "-n", ns)
+	t.Logf("kn kstate disable:\n%s", out)
+	got := mustKubectl(t, "", "-n", ns, "get", "ksvc", "hello", "-o", `jsonpath={.spec.template.metadata.annotations.kstate\.dev/enabled}`)
+	if strings.EqualFold(strings.TrimSpace(got), "true") {
+		t.Errorf("after disable kstate.dev/enabled is %q", got)
+	}
+}

@@ -28,16 +28,20 @@ func imageRef(t *testing.T, name string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// knKstate runs the kn-kstate binary build.sh built, against the cluster.
+// knKstate runs the kn-kstate binary build.sh built, against the cluster
+// unless the arguments name another --kubeconfig.
 func knKstate(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(clusterDir, "bin", "kstate", "kn-kstate"), append(args, "--kubeconfig", kubeconfig)...)
+	if !contains(args, "--kubeconfig") {
+		args = append(args, "--kubeconfig", kubeconfig)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(clusterDir, "bin", "kstate", "kn-kstate"), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kn kstate %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return stdout.String(), fmt.Errorf("kn kstate %s: %v: %s (stdout: %q)", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()), stdout.String())
 	}
 	return stdout.String(), nil
 }
