@@ -85,7 +85,7 @@ func TestBenchColdStartCluster(t *testing.T) {
 	// Its own space, so its slots and data are its own; preload of one entity
 	// is lazy loading in all but name.
 	hosts["lazy"], _ = applyKsvc(t, ns, "lazy", counterService(t, "lazy", withKstate(map[string]string{"kstate.dev/preload": "entities=1"})))
-	hosts["stateless"], _ = applyKsvc(t, ns, "hello", helloService())
+	hosts["stateless"], _ = applyKsvc(t, ns, "hello", helloKsvc("hello"))
 	// Hot keys with state in Redis for both kstate Services.
 	var keys []string
 	for i := range 200 {
@@ -130,22 +130,6 @@ func TestBenchColdStartCluster(t *testing.T) {
 	k, l, s := median(first["kstate"]), median(first["lazy"]), median(first["stateless"])
 	benchRow(t, "| P5 cluster | first response from zero, hot key, median of %d | %v | stateless %v | %.2f× | ≤ 1.05× |", rounds, k.Round(time.Millisecond), s.Round(time.Millisecond), float64(k)/float64(s))
 	benchRow(t, "| P5 cluster | same, against lazy loading (preload of 1 entity) | %v | lazy %v | %.2f× | — |", k.Round(time.Millisecond), l.Round(time.Millisecond), float64(k)/float64(l))
-}
-
-func helloService() string {
-	return `apiVersion: serving.knative.dev/v1
-kind: Service
-metadata:
-  name: hello
-spec:
-  template:
-    metadata:
-      annotations:
-        autoscaling.knative.dev/window: "6s"
-    spec:
-      containers:
-      - image: dev.local/kstate-e2e/hello:v1
-`
 }
 
 // TestBenchScaleUpCluster is P4 on the cluster: a closed loop of POSTs over

@@ -334,16 +334,7 @@ func requestPod(method, host, key string) (int, string, string, error) {
 func TestRolloutUnderCloudEventLoad(t *testing.T) {
 	t.Parallel()
 	ns, _ := kstateNamespace(t)
-	host, _ := applyKsvc(t, ns, "counter", counterService(t, "counter", map[string]string{
-		"kstate.dev/enabled":                "true",
-		"autoscaling.knative.dev/min-scale": "2",
-	}))
-	var keys []string
-	for i := range 40 {
-		keys = append(keys, fmt.Sprintf("device-%02d", i))
-	}
-	load := startCELoad(t, host, keys, 4)
-	waitFor(t, "load to start", time.Minute, func() bool { return load.acknowledged() > 200 })
+	_, load := counterUnderLoad(t, ns, "device", nil)
 
 	mustKubectl(t, "", "-n", ns, "patch", "ksvc", "counter", "--type", "merge",
 		"-p", `{"spec":{"template":{"metadata":{"annotations":{"e2e.kstate.dev/rollout":"2"}}}}}`)
@@ -368,17 +359,7 @@ func TestRolloutUnderCloudEventLoad(t *testing.T) {
 func TestSyncKill9LosesNothing(t *testing.T) {
 	t.Parallel()
 	ns, _ := kstateNamespace(t)
-	host, _ := applyKsvc(t, ns, "counter", counterService(t, "counter", map[string]string{
-		"kstate.dev/enabled":                "true",
-		"kstate.dev/durability":             "sync",
-		"autoscaling.knative.dev/min-scale": "2",
-	}))
-	var keys []string
-	for i := range 40 {
-		keys = append(keys, fmt.Sprintf("order-%02d", i))
-	}
-	load := startCELoad(t, host, keys, 4)
-	waitFor(t, "load to start", time.Minute, func() bool { return load.acknowledged() > 200 })
+	_, load := counterUnderLoad(t, ns, "order", map[string]string{"kstate.dev/durability": "sync"})
 
 	pods := readyPods(t, ns, "counter-00001")
 	if len(pods) != 2 {
@@ -430,16 +411,7 @@ func agentPID(t *testing.T, pod string) int {
 func TestRedisKilledUnderLoad(t *testing.T) {
 	t.Parallel()
 	ns, redis := kstateNamespaceWithRedis(t)
-	host, _ := applyKsvc(t, ns, "counter", counterService(t, "counter", map[string]string{
-		"kstate.dev/enabled":                "true",
-		"autoscaling.knative.dev/min-scale": "2",
-	}))
-	var keys []string
-	for i := range 40 {
-		keys = append(keys, fmt.Sprintf("sensor-%02d", i))
-	}
-	load := startCELoad(t, host, keys, 4)
-	waitFor(t, "load to start", time.Minute, func() bool { return load.acknowledged() > 300 })
+	_, load := counterUnderLoad(t, ns, "sensor", nil)
 	pods := readyPods(t, ns, "counter-00001")
 
 	redis.Kill()
@@ -470,7 +442,7 @@ func TestCLIEnableDisable(t *testing.T) {
 	// The counter function needs the agent; as a plain Service its
 	// container would never be Ready, so start from a plain hello Service
 	// whose image is then swapped for the counter in the same update.
-	host, _ := applyKsvc(t, ns, "hello", helloService())
+	host, _ := applyKsvc(t, ns, "hello", helloKsvc("hello"))
 	if out := mustRequest(t, "GET", host, "/", "", nil); !strings.Contains(out, "hello") {
 		t.Fatalf("plain Service: %q", out)
 	}

@@ -175,6 +175,25 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	return time.Since(start)
 }
 
+// counterUnderLoad applies the counter with two pods (min-scale 2) and the
+// given extra annotations, and starts a CloudEvent load of 4 workers over 40
+// keys named PREFIX-NN; it returns once 200 events were acknowledged.
+func counterUnderLoad(t *testing.T, ns, prefix string, annotations map[string]string) (string, *ceLoad) {
+	t.Helper()
+	ann := map[string]string{"kstate.dev/enabled": "true", "autoscaling.knative.dev/min-scale": "2"}
+	for k, v := range annotations {
+		ann[k] = v
+	}
+	host, _ := applyKsvc(t, ns, "counter", counterService(t, "counter", ann))
+	var keys []string
+	for i := range 40 {
+		keys = append(keys, fmt.Sprintf("%s-%02d", prefix, i))
+	}
+	load := startCELoad(t, host, keys, 4)
+	waitFor(t, "load to start", time.Minute, func() bool { return load.acknowledged() > 200 })
+	return host, load
+}
+
 // ceLoad sends counter.add CloudEvents in binary and structured mode, with the headers a
 // Knative Eventing broker's dispatcher adds, for a fixed set of keys. Every
 // event is retried with its id until it is acknowledged (2xx), as a broker
