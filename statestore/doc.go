@@ -18,6 +18,8 @@
 //     clock skew cannot make two holders.
 //   - Every key of one slot shares one Redis Cluster hash tag
 //     ({<space>/<slot>}), so each per-slot script touches one cluster slot.
+//     The batch scripts of the *All methods touch many slots' keys, all of
+//     one node, and do for each what its per-slot script does (below).
 //
 // # Leases
 //
@@ -41,6 +43,8 @@
 //	                             trimmed to RedisOptions.HotSetSize by rank
 //	kstate:{<space>}:marker STRING random id, see EnsureMarker
 //	kstate:handoff:<holder> pub/sub channel of JSON HandoffRequests
+//	kstate:released:<asker> pub/sub channel of ReleaseFor's notices (the
+//	                        same JSON)
 //
 // A space must not contain '{' or '}'.
 //
@@ -49,6 +53,16 @@
 // Acquire, Renew, Release and Flush are Lua scripts, loaded once by NewRedis
 // and run with EVALSHA; when Redis answers NOSCRIPT (it restarted or failed
 // over) they are sent again with EVAL. Inside them time is redis.call('TIME').
+//
+// AcquireAll, RenewAll, ReleaseAll and HotKeysAll run one batch script per
+// RedisOptions.BatchKeys slots (512), all calls in one pipeline: a renewal
+// round of 4,096 leases is 8 commands, not 4,096. On Redis Cluster the slots
+// are first grouped by the node that serves them. A batch script passes its
+// keys as arguments and declares only the first (Redis Cluster refuses
+// declared keys of several hash slots, but lets a script without a shebang
+// line touch any key its node serves); a key the node turns out not to
+// serve is retried with the per-slot script. scripts.go has the details.
+// A proxy that routes by declared keys (twemproxy, Envoy) cannot carry them.
 // Flush sends one script call per chunk of a batch (RedisOptions.ChunkRecords
 // records or ChunkBytes bytes), all chunks in one pipelined round trip. Each
 // chunk is atomic and checks the fence on its own: if a takeover lands
@@ -58,10 +72,16 @@
 //
 // # Handoff
 //
-// RequestHandoff publishes on the holder's channel; WatchHandoffs
-// subscribes. Pub/sub delivers at most once, only to a subscriber connected
-// at that moment, so an asker repeats its request while it waits for the
-// lease.
+// RequestHandoff publishes on the holder's channel, and so does Acquire
+// through AcquireWith with AskHolder, from inside its script, when it finds
+// the slot held: asking costs no round trip of its own. The holder answers
+// with ReleaseFor, which releases the lease and, if it did, publishes a
+// notice on the asker's released channel in the same script call.
+// WatchHandoffs subscribes to both of a holder's channels and marks
+// notices (HandoffRequest.Released). Pub/sub delivers at most once, only to
+// a subscriber connected at that moment, so an asker repeats its request
+// while it waits for the lease, and polls the lease in case the notice is
+// lost.
 //
 // # Errors
 //

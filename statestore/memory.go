@@ -103,6 +103,22 @@ func (m *Memory) Load(_ context.Context, slot SlotRef, keys []string) (map[strin
 	return out, nil
 }
 
+// LoadAll implements Store.
+func (m *Memory) LoadAll(ctx context.Context, slots []SlotRef, keys [][]string) ([]map[string]*Record, error) {
+	if len(keys) != len(slots) {
+		return nil, fmt.Errorf("statestore: load from %d slots: %d key lists, want one per slot", len(slots), len(keys))
+	}
+	out := make([]map[string]*Record, len(slots))
+	for i, s := range slots {
+		recs, err := m.Load(ctx, s, keys[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = recs
+	}
+	return out, nil
+}
+
 // Flush implements Store.
 func (m *Memory) Flush(_ context.Context, lease Lease, records []*Record) (FlushResult, error) {
 	var res FlushResult
@@ -216,6 +232,28 @@ func (m *Memory) Acquire(_ context.Context, slot SlotRef, holder, addr string, t
 	return ms.lease, nil
 }
 
+// AcquireWith implements Store.
+func (m *Memory) AcquireWith(ctx context.Context, slot SlotRef, holder, addr string, ttl time.Duration, opts AcquireOptions) (Lease, map[string]*Record, error) {
+	l, err := m.Acquire(ctx, slot, holder, addr, ttl)
+	var held *HeldError
+	if errors.As(err, &held) && opts.AskHolder {
+		req := HandoffRequest{Slot: slot, Asker: holder, AskerAddr: addr}
+		if err := m.RequestHandoff(ctx, req, held.Lease.Holder); err != nil {
+			return Lease{}, nil, err
+		}
+	}
+	if err != nil {
+		return Lease{}, nil, err
+	}
+	// Nobody but the holder writes the slot now, so a second lock is as
+	// good as one.
+	recs, err := m.Load(ctx, slot, opts.Load)
+	if err != nil {
+		return l, nil, err
+	}
+	return l, recs, nil
+}
+
 // Renew implements Store.
 func (m *Memory) Renew(_ context.Context, lease Lease, ttl time.Duration) (Lease, error) {
 	if err := validateTTL("renew", lease.Slot, lease.Holder, ttl); err != nil {
@@ -233,7 +271,7 @@ func (m *Memory) Renew(_ context.Context, lease Lease, ttl time.Duration) (Lease
 	return ms.lease, nil
 }
 
-// Release implements Store.
+// RenewAll implements Store.
 func (m *Memory) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration) ([]Lease, []error) {
 	renewed := make([]Lease, len(leases))
 	errs := make([]error, len(leases))
@@ -243,6 +281,7 @@ func (m *Memory) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration
 	return renewed, errs
 }
 
+// AcquireAll implements Store.
 func (m *Memory) AcquireAll(ctx context.Context, slots []SlotRef, holder, addr string, ttl time.Duration) ([]Lease, []error) {
 	leases := make([]Lease, len(slots))
 	errs := make([]error, len(slots))
@@ -252,6 +291,7 @@ func (m *Memory) AcquireAll(ctx context.Context, slots []SlotRef, holder, addr s
 	return leases, errs
 }
 
+// ReleaseAll implements Store.
 func (m *Memory) ReleaseAll(ctx context.Context, leases []Lease) []error {
 	errs := make([]error, len(leases))
 	for i, l := range leases {
@@ -260,6 +300,7 @@ func (m *Memory) ReleaseAll(ctx context.Context, leases []Lease) []error {
 	return errs
 }
 
+// HotKeysAll implements Store.
 func (m *Memory) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]string, error) {
 	out := make([][]string, len(slots))
 	for i, s := range slots {
@@ -272,6 +313,7 @@ func (m *Memory) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]st
 	return out, nil
 }
 
+// Release implements Store.
 func (m *Memory) Release(_ context.Context, lease Lease) error {
 	if err := validateLease(lease); err != nil {
 		return err
@@ -285,6 +327,38 @@ func (m *Memory) Release(_ context.Context, lease Lease) error {
 		ms.lease = Lease{Slot: lease.Slot, Epoch: lease.Epoch}
 	}
 	return nil
+}
+
+// ReleaseFor implements Store.
+func (m *Memory) ReleaseFor(_ context.Context, lease Lease, req HandoffRequest) error {
+	if err := validateLease(lease); err != nil {
+		return err
+	}
+	if req.Asker == "" {
+		return fmt.Errorf("statestore: release slot %s for a handoff: asker is empty", lease.Slot)
+	}
+	if err := m.lock(lease.Slot.Space); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	ms := m.slot(lease.Slot)
+	if ms.lease.Holder != lease.Holder || ms.lease.Epoch != lease.Epoch {
+		return nil
+	}
+	ms.lease = Lease{Slot: lease.Slot, Epoch: lease.Epoch}
+	req.Slot, req.Released = lease.Slot, true
+	m.deliver(req.Asker, req)
+	return nil
+}
+
+// deliver sends msg to holder's watchers; the caller holds m.mu.
+func (m *Memory) deliver(holder string, msg HandoffRequest) {
+	for ch := range m.watchers[holder] {
+		select {
+		case ch <- msg:
+		default: // a full buffer drops it, as pub/sub would
+		}
+	}
 }
 
 // Current implements Store.
@@ -308,12 +382,8 @@ func (m *Memory) RequestHandoff(_ context.Context, req HandoffRequest, holder st
 	if holder == "" {
 		return fmt.Errorf("statestore: handoff of slot %s: holder is empty", req.Slot)
 	}
-	for ch := range m.watchers[holder] {
-		select {
-		case ch <- req:
-		default: // a full buffer drops it, as pub/sub would
-		}
-	}
+	req.Released = false // only ReleaseFor sends notices
+	m.deliver(holder, req)
 	return nil
 }
 

@@ -24,6 +24,7 @@ const (
 	DefaultHotSetSize   = 10000
 	DefaultChunkRecords = 512
 	DefaultChunkBytes   = 4 << 20
+	DefaultBatchKeys    = 512
 )
 
 // watchRetry is how long WatchHandoffs waits before receiving again after
@@ -39,9 +40,21 @@ type RedisOptions struct {
 	// fenced on its own. A single record larger than ChunkBytes goes alone.
 	ChunkRecords int
 	ChunkBytes   int
+	// BatchKeys caps the slots of one batch script call (AcquireAll,
+	// RenewAll, ReleaseAll, HotKeysAll; DefaultBatchKeys). Redis runs a
+	// script to its end before it serves anyone else, so this bounds how
+	// long one call holds other clients up: 512 renewals take about a
+	// millisecond. The calls of one operation go in one pipeline.
+	BatchKeys int
 	// ClientName is set on every connection (CLIENT SETNAME), e.g. the pod
 	// name, so CLIENT LIST shows who is connected.
 	ClientName string
+	// MinIdleConns keeps this many connections open and idle (per node on
+	// Cluster), dialed in the background from the start. A new connection
+	// costs a dial and two round trips before its first command, so a burst
+	// of concurrent calls on a cold pool (a pod that just started and takes
+	// over slots) pays that on every call. 0 keeps none.
+	MinIdleConns int
 	// Lazy skips the connect check: NewRedis then fails only for a bad URL,
 	// and the first operation connects (scripts load through EVALSHA's EVAL
 	// fallback). The agent uses it so an unreachable Redis keeps it unready
@@ -60,6 +73,11 @@ type Redis struct {
 	// done ends WatchHandoffs goroutines when the store is closed.
 	done   context.Context
 	finish context.CancelFunc
+
+	// mixNodes makes batches ignore which Redis Cluster node serves each
+	// key, so tests can exercise the per-slot retry of keys a batch's node
+	// refused (status 2), which otherwise needs a resharding cluster.
+	mixNodes bool
 }
 
 var _ Store = (*Redis)(nil)
@@ -80,7 +98,15 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 	if opts.ChunkBytes <= 0 {
 		opts.ChunkBytes = DefaultChunkBytes
 	}
+	if opts.BatchKeys <= 0 {
+		opts.BatchKeys = DefaultBatchKeys
+	}
 	o.ClientName = opts.ClientName
+	o.MinIdleConns = opts.MinIdleConns
+	// go-redis labels each new connection with its library name and version
+	// (CLIENT SETINFO), one more round trip per connection for a label
+	// nothing reads; CLIENT LIST still shows ClientName.
+	o.DisableIndentity = true
 	// Without this a context deadline does not bound a blocked read.
 	o.ContextTimeoutEnabled = true
 
@@ -103,13 +129,20 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 		c.Close()
 		return nil, r.fail("connect to "+Redacted(url), err)
 	}
-	for _, s := range []*redis.Script{acquireScript, renewScript, releaseScript, flushScript} {
+	for _, s := range allScripts {
 		if err := s.Load(ctx, c).Err(); err != nil {
 			c.Close()
 			return nil, r.fail("load scripts into "+Redacted(url), err)
 		}
 	}
 	return r, nil
+}
+
+// allScripts are loaded by NewRedis; the rest of the time EVALSHA's EVAL
+// fallback reloads them.
+var allScripts = []*redis.Script{
+	acquireScript, renewScript, releaseScript, releaseForScript, flushScript,
+	acquireAllScript, renewAllScript, releaseAllScript, hotKeysAllScript,
 }
 
 // Client returns the underlying go-redis client (for diagnostics and tests).
@@ -127,36 +160,71 @@ func handoffChannel(holder string) string {
 	return "kstate:handoff:" + holder
 }
 
+// releasedChannel carries ReleaseFor's notices. It is not handoffChannel,
+// so an agent of an older version, which watches only that one, never
+// mistakes a notice for a request.
+func releasedChannel(asker string) string {
+	return "kstate:released:" + asker
+}
+
 // Load implements Store.
 func (r *Redis) Load(ctx context.Context, slot SlotRef, keys []string) (map[string]*Record, error) {
-	if err := r.check(slot.Space); err != nil {
+	out, err := r.load(ctx, "load from slot "+slot.String(), []SlotRef{slot}, [][]string{keys})
+	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]*Record, len(keys))
-	if len(keys) == 0 {
+	return out[0], nil
+}
+
+// LoadAll implements Store: one pipeline of HGETALLs, which the cluster
+// client splits by node.
+func (r *Redis) LoadAll(ctx context.Context, slots []SlotRef, keys [][]string) ([]map[string]*Record, error) {
+	if len(keys) != len(slots) {
+		return nil, fmt.Errorf("statestore: load from %d slots: %d key lists, want one per slot", len(slots), len(keys))
+	}
+	return r.load(ctx, fmt.Sprintf("load from %d slots", len(slots)), slots, keys)
+}
+
+func (r *Redis) load(ctx context.Context, op string, slots []SlotRef, keys [][]string) ([]map[string]*Record, error) {
+	out := make([]map[string]*Record, len(slots))
+	n := 0
+	for i, s := range slots {
+		if err := r.check(s.Space); err != nil {
+			return nil, err
+		}
+		out[i] = make(map[string]*Record, len(keys[i]))
+		n += len(keys[i])
+	}
+	if n == 0 {
 		return out, nil
 	}
-	prefix := entityPrefix(slot)
-	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	cmds := make([]*redis.MapStringStringCmd, 0, n)
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			cmds[i] = p.HGetAll(ctx, prefix+k)
+		for i, s := range slots {
+			prefix := entityPrefix(s)
+			for _, k := range keys[i] {
+				cmds = append(cmds, p.HGetAll(ctx, prefix+k))
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, r.fail("load from slot "+slot.String(), err)
+		return nil, r.fail(op, err)
 	}
-	for i, cmd := range cmds {
-		m := cmd.Val()
-		if len(m) == 0 {
-			continue
+	j := 0
+	for i, s := range slots {
+		for _, k := range keys[i] {
+			m := cmds[j].Val()
+			j++
+			if len(m) == 0 {
+				continue
+			}
+			rec, err := decodeRecord(k, m)
+			if err != nil {
+				return nil, fmt.Errorf("statestore: load from slot %s: %w", s, err)
+			}
+			out[i][k] = rec
 		}
-		rec, err := decodeRecord(keys[i], m)
-		if err != nil {
-			return nil, fmt.Errorf("statestore: load from slot %s: %w", slot, err)
-		}
-		out[keys[i]] = rec
 	}
 	return out, nil
 }
@@ -199,7 +267,7 @@ func (r *Redis) Flush(ctx context.Context, lease Lease, records []*Record) (Flus
 		return res, err
 	}
 	chunks := r.chunks(records)
-	calls := make([]flushCall, len(chunks))
+	calls := make([]scriptCall, len(chunks))
 	for i, ch := range chunks {
 		calls[i] = r.flushCall(lease, ch)
 	}
@@ -251,7 +319,8 @@ func (r *Redis) Flush(ctx context.Context, lease Lease, records []*Record) (Flus
 	return res, nil
 }
 
-type flushCall struct {
+// scriptCall is the keys and arguments of one script call.
+type scriptCall struct {
 	keys []string
 	args []any
 }
@@ -274,7 +343,7 @@ func (r *Redis) chunks(records []*Record) [][]*Record {
 	return append(out, records[start:])
 }
 
-func (r *Redis) flushCall(lease Lease, records []*Record) flushCall {
+func (r *Redis) flushCall(lease Lease, records []*Record) scriptCall {
 	prefix := entityPrefix(lease.Slot)
 	keys := make([]string, 2, 2+len(records))
 	keys[0], keys[1] = leaseKey(lease.Slot), hotKey(lease.Slot)
@@ -299,7 +368,7 @@ func (r *Redis) flushCall(lease Lease, records []*Record) flushCall {
 		}
 		args = append(args, deleted, strconv.FormatUint(rec.Version, 10), rec.State, dedup, access)
 	}
-	return flushCall{keys: keys, args: args}
+	return scriptCall{keys: keys, args: args}
 }
 
 // HotKeys implements Store.
@@ -340,12 +409,12 @@ func (r *Redis) Acquire(ctx context.Context, slot SlotRef, holder, addr string, 
 	return l, nil
 }
 
-// Renew implements Store.
 // evalAll runs script once per calls[i] in one pipelined round trip. A
 // reply error belongs to its own command; NOSCRIPT (the script cache was
 // lost to a restart or failover) is retried with EVAL, which also reloads
-// it. Any other error means the pipeline did not get through.
-func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []flushCall) ([]*redis.Cmd, error) {
+// it, in one more round trip. Any other error means the pipeline did not
+// get through.
+func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
 	if len(calls) == 0 {
 		return cmds, nil
@@ -360,20 +429,33 @@ func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []flush
 	if err != nil && !errors.As(err, &replyErr) {
 		return nil, err
 	}
-	for i, c := range calls {
+	var again []int
+	for i := range calls {
 		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
-			cmds[i] = script.Eval(ctx, r.c, c.keys, c.args...)
+			again = append(again, i)
 		}
+	}
+	if len(again) == 0 {
+		return cmds, nil
+	}
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range again {
+			cmds[i] = script.Eval(ctx, p, calls[i].keys, calls[i].args...)
+		}
+		return nil
+	})
+	if err != nil && !errors.As(err, &replyErr) {
+		return nil, err
 	}
 	return cmds, nil
 }
 
-// leaseBatch validates leases for a batch operation; errs[i] is set for
-// the ones that cannot be sent, and idx maps calls back to leases.
-func (r *Redis) leaseBatch(n int, slotOf func(int) SlotRef, validate func(int) error, call func(int) flushCall) (calls []flushCall, idx []int, errs []error) {
-	errs = make([]error, n)
+// admit validates the items of a batch operation: errs[i] is set for the
+// ones that cannot be sent, and the others are returned.
+func (r *Redis) admit(n int, slot func(int) SlotRef, validate func(int) error, errs []error) []int {
+	var items []int
 	for i := 0; i < n; i++ {
-		if err := r.check(slotOf(i).Space); err != nil {
+		if err := r.check(slot(i).Space); err != nil {
 			errs[i] = err
 			continue
 		}
@@ -381,40 +463,181 @@ func (r *Redis) leaseBatch(n int, slotOf func(int) SlotRef, validate func(int) e
 			errs[i] = err
 			continue
 		}
-		calls = append(calls, call(i))
-		idx = append(idx, i)
+		items = append(items, i)
 	}
-	return calls, idx, errs
+	return items
 }
 
+// batches splits items (indexes into the caller's slices) into the calls
+// of a batch script: at most BatchKeys each and, on Redis Cluster, only
+// keys that one node serves, by the client's slot map. A map that is out of
+// date costs a per-slot retry of the keys it misplaced (status 2), not an
+// error.
+func (r *Redis) batches(ctx context.Context, items []int, key func(int) string) ([][]int, error) {
+	groups := [][]int{items}
+	if cc, ok := r.c.(*redis.ClusterClient); ok && !r.mixNodes {
+		groups = nil
+		byNode := map[*redis.Client]int{}
+		for _, i := range items {
+			node, err := cc.MasterForKey(ctx, key(i))
+			if err != nil {
+				return nil, err
+			}
+			g, ok := byNode[node]
+			if !ok {
+				g = len(groups)
+				byNode[node] = g
+				groups = append(groups, nil)
+			}
+			groups[g] = append(groups[g], i)
+		}
+	}
+	var out [][]int
+	for _, g := range groups {
+		for len(g) > r.opts.BatchKeys {
+			out = append(out, g[:r.opts.BatchKeys])
+			g = g[r.opts.BatchKeys:]
+		}
+		if len(g) > 0 {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// leaseOp is one of the batched lease operations, for runLeaseOp.
+type leaseOp struct {
+	name  string // "acquire", "renew" or "release", for errors
+	slot  func(i int) SlotRef
+	batch *redis.Script
+	fixed []any             // the batch script's arguments before the per-slot ones
+	per   func(i int) []any // slot i's arguments to the batch script, after its lease key
+	// head is how many values a batch reply starts with (shared by its
+	// slots), and expand turns slot i's short answer v into the row the
+	// per-slot script would have answered.
+	head   int
+	expand func(i int, head []any, v any) []any
+	// one is the per-slot script, for the slots a batch's node refused;
+	// oneArgs are its arguments (its only key is the lease).
+	one     *redis.Script
+	oneArgs func(i int) []any
+}
+
+// runLeaseOp runs op for items (indexes into the caller's slices) and sets
+// rows[i] to slot i's reply row ({status, ...}, as the per-slot script
+// answers) or errs[i]. The batches go in one pipeline; the slots their
+// nodes refused are retried with the per-slot script, which the cluster
+// client routes by itself (following MOVED and ASK), in one more.
+func (r *Redis) runLeaseOp(ctx context.Context, op leaseOp, items []int, rows [][]any, errs []error) {
+	fail := func(i int, err error) { errs[i] = r.fail(op.name+" slot "+op.slot(i).String(), err) }
+	key := func(i int) string { return leaseKey(op.slot(i)) }
+	batches, err := r.batches(ctx, items, key)
+	if err != nil {
+		for _, i := range items {
+			fail(i, err)
+		}
+		return
+	}
+	calls := make([]scriptCall, len(batches))
+	for b, items := range batches {
+		args := append([]any(nil), op.fixed...)
+		for _, i := range items {
+			args = append(append(args, key(i)), op.per(i)...)
+		}
+		calls[b] = scriptCall{keys: []string{key(items[0])}, args: args}
+	}
+	cmds, err := r.evalAll(ctx, op.batch, calls)
+	if err != nil {
+		for _, i := range items {
+			fail(i, err)
+		}
+		return
+	}
+	var away []int
+	for b, items := range batches {
+		reply, err := cmds[b].Slice()
+		if err == nil && len(reply) != op.head+len(items) {
+			err = fmt.Errorf("batch reply has %d values for %d slots", len(reply), len(items))
+		}
+		if err != nil {
+			for _, i := range items {
+				fail(i, err)
+			}
+			continue
+		}
+		head := reply[:op.head]
+		for j, i := range items {
+			v := reply[op.head+j]
+			if row, ok := v.([]any); ok { // a whole lease reply: fenced, or held by another
+				rows[i] = row
+				continue
+			}
+			if status, ok := v.(int64); ok && status == 2 {
+				away = append(away, i)
+				continue
+			}
+			rows[i] = op.expand(i, head, v)
+		}
+	}
+	if len(away) == 0 {
+		return
+	}
+	calls = calls[:0]
+	for _, i := range away {
+		calls = append(calls, scriptCall{keys: []string{key(i)}, args: op.oneArgs(i)})
+	}
+	cmds, err = r.evalAll(ctx, op.one, calls)
+	for j, i := range away {
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		v, err := cmds[j].Result()
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		switch v := v.(type) {
+		case []any:
+			rows[i] = v
+		case int64: // releaseScript's status
+			rows[i] = []any{v}
+		}
+	}
+}
+
+// RenewAll implements Store: a few script calls in one round trip however
+// many leases (see RedisOptions.BatchKeys). A renewed lease is the
+// caller's with the new Expires.
 func (r *Redis) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration) ([]Lease, []error) {
 	renewed := make([]Lease, len(leases))
-	calls, idx, errs := r.leaseBatch(len(leases),
-		func(i int) SlotRef { return leases[i].Slot },
-		func(i int) error { return validateTTL("renew", leases[i].Slot, leases[i].Holder, ttl) },
-		func(i int) flushCall {
+	errs := make([]error, len(leases))
+	rows := make([][]any, len(leases))
+	slot := func(i int) SlotRef { return leases[i].Slot }
+	epoch := func(i int) string { return strconv.FormatUint(leases[i].Epoch, 10) }
+	ms := ttl.Milliseconds()
+	items := r.admit(len(leases), slot, func(i int) error { return validateTTL("renew", leases[i].Slot, leases[i].Holder, ttl) }, errs)
+	r.runLeaseOp(ctx, leaseOp{
+		name: "renew", slot: slot,
+		batch: renewAllScript, fixed: []any{ms},
+		per:  func(i int) []any { return []any{leases[i].Holder, epoch(i)} },
+		head: 1,
+		expand: func(i int, head []any, v any) []any {
 			l := leases[i]
-			return flushCall{keys: []string{leaseKey(l.Slot)}, args: []any{l.Holder, strconv.FormatUint(l.Epoch, 10), ttl.Milliseconds()}}
-		})
-	cmds, err := r.evalAll(ctx, renewScript, calls)
-	for j, i := range idx {
-		l := leases[i]
-		op := "renew slot " + l.Slot.String()
-		if err != nil {
-			errs[i] = r.fail(op, err)
+			return []any{v, l.Holder, l.Addr, epoch(i), strconv.FormatInt(max(l.Acquired.UnixMilli(), 0), 10), head[0]}
+		},
+		one: renewScript, oneArgs: func(i int) []any { return []any{leases[i].Holder, epoch(i), ms} },
+	}, items, rows, errs)
+	for _, i := range items {
+		if errs[i] != nil {
 			continue
 		}
-		reply, err := cmds[j].Slice()
-		if err != nil {
-			errs[i] = r.fail(op, err)
-			continue
-		}
-		cur, ok, err := leaseStatus(l.Slot, reply)
+		cur, ok, err := leaseStatus(leases[i].Slot, rows[i])
 		switch {
 		case err != nil:
-			errs[i] = fmt.Errorf("statestore: %s: %w", op, err)
+			errs[i] = fmt.Errorf("statestore: renew slot %s: %w", leases[i].Slot, err)
 		case !ok:
-			errs[i] = &FencedError{Lease: l, Current: cur}
+			errs[i] = &FencedError{Lease: leases[i], Current: cur}
 		default:
 			renewed[i] = cur
 		}
@@ -422,30 +645,32 @@ func (r *Redis) RenewAll(ctx context.Context, leases []Lease, ttl time.Duration)
 	return renewed, errs
 }
 
+// AcquireAll implements Store, batched as RenewAll.
 func (r *Redis) AcquireAll(ctx context.Context, slots []SlotRef, holder, addr string, ttl time.Duration) ([]Lease, []error) {
 	leases := make([]Lease, len(slots))
-	calls, idx, errs := r.leaseBatch(len(slots),
-		func(i int) SlotRef { return slots[i] },
-		func(i int) error { return validateTTL("acquire", slots[i], holder, ttl) },
-		func(i int) flushCall {
-			return flushCall{keys: []string{leaseKey(slots[i])}, args: []any{holder, addr, ttl.Milliseconds()}}
-		})
-	cmds, err := r.evalAll(ctx, acquireScript, calls)
-	for j, i := range idx {
-		op := "acquire slot " + slots[i].String()
-		if err != nil {
-			errs[i] = r.fail(op, err)
+	errs := make([]error, len(slots))
+	rows := make([][]any, len(slots))
+	slot := func(i int) SlotRef { return slots[i] }
+	args := []any{holder, addr, ttl.Milliseconds()}
+	items := r.admit(len(slots), slot, func(i int) error { return validateTTL("acquire", slots[i], holder, ttl) }, errs)
+	r.runLeaseOp(ctx, leaseOp{
+		name: "acquire", slot: slot,
+		batch: acquireAllScript, fixed: args,
+		per:  func(int) []any { return nil },
+		head: 2,
+		expand: func(_ int, head []any, epoch any) []any {
+			return []any{int64(1), holder, addr, epoch, head[0], head[1]}
+		},
+		one: acquireScript, oneArgs: func(int) []any { return args },
+	}, items, rows, errs)
+	for _, i := range items {
+		if errs[i] != nil {
 			continue
 		}
-		reply, err := cmds[j].Slice()
-		if err != nil {
-			errs[i] = r.fail(op, err)
-			continue
-		}
-		l, granted, err := leaseStatus(slots[i], reply)
+		l, granted, err := leaseStatus(slots[i], rows[i])
 		switch {
 		case err != nil:
-			errs[i] = fmt.Errorf("statestore: %s: %w", op, err)
+			errs[i] = fmt.Errorf("statestore: acquire slot %s: %w", slots[i], err)
 		case !granted:
 			errs[i] = &HeldError{Lease: l}
 		default:
@@ -455,52 +680,193 @@ func (r *Redis) AcquireAll(ctx context.Context, slots []SlotRef, holder, addr st
 	return leases, errs
 }
 
+// ReleaseAll implements Store, batched as RenewAll.
 func (r *Redis) ReleaseAll(ctx context.Context, leases []Lease) []error {
-	calls, idx, errs := r.leaseBatch(len(leases),
-		func(i int) SlotRef { return leases[i].Slot },
-		func(i int) error { return validateLease(leases[i]) },
-		func(i int) flushCall {
-			l := leases[i]
-			return flushCall{keys: []string{leaseKey(l.Slot)}, args: []any{l.Holder, strconv.FormatUint(l.Epoch, 10)}}
-		})
-	cmds, err := r.evalAll(ctx, releaseScript, calls)
-	for j, i := range idx {
-		op := "release slot " + leases[i].Slot.String()
-		if err != nil {
-			errs[i] = r.fail(op, err)
-			continue
+	errs := make([]error, len(leases))
+	rows := make([][]any, len(leases))
+	slot := func(i int) SlotRef { return leases[i].Slot }
+	epoch := func(i int) string { return strconv.FormatUint(leases[i].Epoch, 10) }
+	items := r.admit(len(leases), slot, func(i int) error { return validateLease(leases[i]) }, errs)
+	r.runLeaseOp(ctx, leaseOp{
+		name: "release", slot: slot,
+		batch:  releaseAllScript,
+		per:    func(i int) []any { return []any{leases[i].Holder, epoch(i)} },
+		expand: func(_ int, _ []any, status any) []any { return []any{status} },
+		one:    releaseScript, oneArgs: func(i int) []any { return []any{leases[i].Holder, epoch(i)} },
+	}, items, rows, errs)
+	for _, i := range items {
+		// Status 0 (not current) is no error: Release's rule.
+		if _, err := replyInt(rows[i], 0); errs[i] == nil && err != nil {
+			errs[i] = fmt.Errorf("statestore: release slot %s: %w", leases[i].Slot, err)
 		}
-		errs[i] = r.fail(op, cmds[j].Err())
 	}
 	return errs
 }
 
+// HotKeysAll implements Store. The batch script answers only for the slots
+// that have keys, so the reply is as small as the data, and a space with
+// few written slots costs little to preload.
 func (r *Redis) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]string, error) {
 	out := make([][]string, len(slots))
 	if n <= 0 || len(slots) == 0 {
 		return out, nil
 	}
-	for _, s := range slots {
+	items := make([]int, len(slots))
+	for i, s := range slots {
 		if err := r.check(s.Space); err != nil {
 			return nil, err
 		}
+		items[i] = i
 	}
-	cmds := make([]*redis.StringSliceCmd, len(slots))
-	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, s := range slots {
-			cmds[i] = p.ZRevRange(ctx, hotKey(s), 0, int64(n-1))
+	op := fmt.Sprintf("hot keys of %d slots", len(slots))
+	key := func(i int) string { return hotKey(slots[i]) }
+	batches, err := r.batches(ctx, items, key)
+	if err != nil {
+		return nil, r.fail(op, err)
+	}
+	calls := make([]scriptCall, len(batches))
+	for b, items := range batches {
+		args := []any{n}
+		for _, i := range items {
+			args = append(args, key(i))
+		}
+		calls[b] = scriptCall{keys: []string{key(items[0])}, args: args}
+	}
+	cmds, err := r.evalAll(ctx, hotKeysAllScript, calls)
+	if err != nil {
+		return nil, r.fail(op, err)
+	}
+	var away []int
+	for b, items := range batches {
+		reply, err := cmds[b].Slice()
+		if err != nil {
+			return nil, r.fail(op, err)
+		}
+		at := func(v any) (int, error) {
+			p, ok := v.(int64)
+			if !ok || p < 1 || int(p) > len(items) {
+				return 0, fmt.Errorf("statestore: %s: bad position %v in the script reply", op, v)
+			}
+			return items[p-1], nil
+		}
+		far, _ := reply[0].([]any)
+		for _, v := range far {
+			i, err := at(v)
+			if err != nil {
+				return nil, err
+			}
+			away = append(away, i)
+		}
+		for j := 1; j+1 < len(reply); j += 2 {
+			i, err := at(reply[j])
+			if err != nil {
+				return nil, err
+			}
+			members, _ := reply[j+1].([]any)
+			keys := make([]string, 0, len(members))
+			for _, m := range members {
+				s, ok := m.(string)
+				if !ok {
+					return nil, fmt.Errorf("statestore: %s: hot-set member %v is %T, want a string", op, m, m)
+				}
+				keys = append(keys, s)
+			}
+			out[i] = keys
+		}
+	}
+	if len(away) == 0 {
+		return out, nil
+	}
+	// Slots the batch's node refused: read them one by one, which the
+	// cluster client routes by itself.
+	zcmds := make([]*redis.StringSliceCmd, len(away))
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j, i := range away {
+			zcmds[j] = p.ZRevRange(ctx, key(i), 0, int64(n-1))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, r.fail(fmt.Sprintf("hot keys of %d slots", len(slots)), err)
+		return nil, r.fail(op, err)
 	}
-	for i, c := range cmds {
-		out[i] = c.Val()
+	for j, i := range away {
+		out[i] = zcmds[j].Val()
 	}
 	return out, nil
 }
 
+// AcquireWith implements Store: one script call (acquireScript, which
+// publishes the request itself) and the HGETALLs, in one pipeline. Redis
+// runs them in order on one connection (all keys of a slot are on one
+// Cluster node), so the loads see the slot as the lease found it.
+func (r *Redis) AcquireWith(ctx context.Context, slot SlotRef, holder, addr string, ttl time.Duration, opts AcquireOptions) (Lease, map[string]*Record, error) {
+	if err := r.check(slot.Space); err != nil {
+		return Lease{}, nil, err
+	}
+	if err := validateTTL("acquire", slot, holder, ttl); err != nil {
+		return Lease{}, nil, err
+	}
+	op := "acquire slot " + slot.String()
+	keys := []string{leaseKey(slot)}
+	args := []any{holder, addr, ttl.Milliseconds(), "", handoffChannel("")}
+	if opts.AskHolder {
+		// HandoffRequest has only strings and numbers: Marshal cannot fail.
+		b, _ := json.Marshal(HandoffRequest{Slot: slot, Asker: holder, AskerAddr: addr})
+		args[3] = b
+	}
+	var acq *redis.Cmd
+	loads := make([]*redis.MapStringStringCmd, len(opts.Load))
+	prefix := entityPrefix(slot)
+	send := func(eval func(p redis.Pipeliner) *redis.Cmd) error {
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			acq = eval(p)
+			for i, k := range opts.Load {
+				loads[i] = p.HGetAll(ctx, prefix+k)
+			}
+			return nil
+		})
+		return err
+	}
+	err := send(func(p redis.Pipeliner) *redis.Cmd { return acquireScript.EvalSha(ctx, p, keys, args...) })
+	if redis.HasErrorPrefix(acq.Err(), "NOSCRIPT") {
+		// The script did not run, so the loads ran without the lease: send
+		// both again, with the script itself.
+		err = send(func(p redis.Pipeliner) *redis.Cmd { return acquireScript.Eval(ctx, p, keys, args...) })
+	}
+	var replyErr redis.Error
+	if err != nil && !errors.As(err, &replyErr) {
+		return Lease{}, nil, r.fail(op, err)
+	}
+	reply, err := acq.Slice()
+	if err != nil {
+		return Lease{}, nil, r.fail(op, err)
+	}
+	l, granted, err := leaseStatus(slot, reply)
+	if err != nil {
+		return Lease{}, nil, fmt.Errorf("statestore: %s: %w", op, err)
+	}
+	if !granted {
+		return Lease{}, nil, &HeldError{Lease: l}
+	}
+	recs := make(map[string]*Record, len(opts.Load))
+	for i, cmd := range loads {
+		m, err := cmd.Result()
+		if err != nil {
+			return l, nil, r.fail("load from slot "+slot.String(), err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		rec, err := decodeRecord(opts.Load[i], m)
+		if err != nil {
+			return l, nil, fmt.Errorf("statestore: load from slot %s: %w", slot, err)
+		}
+		recs[opts.Load[i]] = rec
+	}
+	return l, recs, nil
+}
+
+// Renew implements Store.
 func (r *Redis) Renew(ctx context.Context, lease Lease, ttl time.Duration) (Lease, error) {
 	if err := r.check(lease.Slot.Space); err != nil {
 		return Lease{}, err
@@ -535,6 +901,28 @@ func (r *Redis) Release(ctx context.Context, lease Lease) error {
 	err := releaseScript.Run(ctx, r.c, []string{leaseKey(lease.Slot)},
 		lease.Holder, strconv.FormatUint(lease.Epoch, 10)).Err()
 	return r.fail("release slot "+lease.Slot.String(), err)
+}
+
+// ReleaseFor implements Store: one script call releases the lease and, if
+// it did, publishes the notice on the asker's released channel.
+func (r *Redis) ReleaseFor(ctx context.Context, lease Lease, req HandoffRequest) error {
+	if err := r.check(lease.Slot.Space); err != nil {
+		return err
+	}
+	if err := validateLease(lease); err != nil {
+		return err
+	}
+	if req.Asker == "" {
+		return fmt.Errorf("statestore: release slot %s for a handoff: asker is empty", lease.Slot)
+	}
+	req.Slot = lease.Slot
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("statestore: release slot %s for %s: %w", lease.Slot, req.Asker, err)
+	}
+	err = releaseForScript.Run(ctx, r.c, []string{leaseKey(lease.Slot)},
+		lease.Holder, strconv.FormatUint(lease.Epoch, 10), releasedChannel(req.Asker), b).Err()
+	return r.fail("release slot "+lease.Slot.String()+" for "+req.Asker, err)
 }
 
 // Current implements Store. An expired lease that nobody took over is
@@ -572,10 +960,11 @@ func (r *Redis) RequestHandoff(ctx context.Context, req HandoffRequest, holder s
 		r.c.Publish(ctx, handoffChannel(holder), b).Err())
 }
 
-// WatchHandoffs implements Store. It returns once the subscription is
-// active, so requests published after it returns are delivered (unless the
-// connection drops: go-redis then resubscribes, and requests published in
-// between are lost, which the asker's repetition covers).
+// WatchHandoffs implements Store. It subscribes to the holder's handoff
+// and released channels in one command and returns once the subscription
+// is active, so messages published after it returns are delivered (unless
+// the connection drops: go-redis then resubscribes, and messages published
+// in between are lost, which the asker's repetition and its poll cover).
 func (r *Redis) WatchHandoffs(ctx context.Context, holder string) (<-chan HandoffRequest, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
@@ -583,7 +972,8 @@ func (r *Redis) WatchHandoffs(ctx context.Context, holder string) (<-chan Handof
 	if holder == "" {
 		return nil, errors.New("statestore: watch handoffs: holder is empty")
 	}
-	ps := r.c.Subscribe(ctx, handoffChannel(holder))
+	released := releasedChannel(holder)
+	ps := r.c.Subscribe(ctx, handoffChannel(holder), released)
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
 		return nil, r.fail("watch handoffs of "+holder, err)
@@ -613,8 +1003,10 @@ func (r *Redis) WatchHandoffs(ctx context.Context, holder string) (<-chan Handof
 			}
 			var req HandoffRequest
 			if json.Unmarshal([]byte(msg.Payload), &req) != nil {
-				continue // not from RequestHandoff; nothing to hand over
+				continue // not from RequestHandoff or ReleaseFor; nothing to do
 			}
+			// The channel, not the payload, says which it is.
+			req.Released = msg.Channel == released
 			select {
 			case out <- req:
 			case <-wctx.Done():

@@ -25,7 +25,7 @@ import (
 type redisHarness struct{ url string }
 
 func (h redisHarness) New(t *testing.T) statestore.Store {
-	return newRedis(t, h.url, statestore.RedisOptions{HotSetSize: storetest.HotSetSize})
+	return newRedis(t, h.url, statestore.RedisOptions{HotSetSize: storetest.HotSetSize, BatchKeys: storetest.BatchKeys})
 }
 
 func (redisHarness) Advance(_ *testing.T, d time.Duration) { time.Sleep(d) }
@@ -239,6 +239,76 @@ func TestRedisFlushChunks(t *testing.T) {
 		if len(got) != len(recs) {
 			t.Errorf("%s: loaded %d of %d records", tc.name, len(got), len(recs))
 		}
+	}
+}
+
+// The *All methods cost one script call per BatchKeys slots, whatever the
+// slot count: a renewal round of 1,000 leases is 2 commands, not 1,000.
+// On Redis Cluster they cost one call per node and BatchKeys slots.
+func TestRedisBatchCalls(t *testing.T) {
+	const slots = 1000
+	tests := []struct {
+		name      string
+		cluster   bool
+		wantCalls int
+	}{
+		{name: "single node", wantCalls: 2}, // 512 + 488
+		{name: "three-node cluster", cluster: true, wantCalls: 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var servers []*redistest.Server
+			url := ""
+			if tc.cluster {
+				if testing.Short() {
+					t.Skip("starts a three-node cluster")
+				}
+				servers, _ = redistest.StartCluster(t, 3)
+				url = "redis+cluster://" + servers[0].Addr()
+			} else {
+				servers = []*redistest.Server{redistest.Start(t)}
+				url = servers[0].URL()
+			}
+			r := newRedis(t, url, statestore.RedisOptions{BatchKeys: 512})
+			calls := func() int {
+				n := 0
+				for _, s := range servers {
+					c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+					evalsha, eval := evalCalls(t, c)
+					c.Close()
+					n += evalsha + eval
+				}
+				return n
+			}
+			space := redistest.UniqueSpace(t)
+			refs := make([]statestore.SlotRef, slots)
+			for i := range refs {
+				refs[i] = statestore.SlotRef{Space: space, Slot: uint32(i)}
+			}
+			var leases []statestore.Lease
+			ops := []struct {
+				name string
+				run  func() error
+			}{
+				{"AcquireAll", func() error {
+					var errs []error
+					leases, errs = r.AcquireAll(bg, refs, "a", "a:1", time.Hour)
+					return errors.Join(errs...)
+				}},
+				{"RenewAll", func() error { _, errs := r.RenewAll(bg, leases, time.Hour); return errors.Join(errs...) }},
+				{"HotKeysAll", func() error { _, err := r.HotKeysAll(bg, refs, 10); return err }},
+				{"ReleaseAll", func() error { return errors.Join(r.ReleaseAll(bg, leases)...) }},
+			}
+			for _, op := range ops {
+				before := calls()
+				if err := op.run(); err != nil {
+					t.Fatalf("%s: %v", op.name, err)
+				}
+				if got := calls() - before; got != tc.wantCalls {
+					t.Errorf("%s of %d slots: %d script calls, want %d", op.name, slots, got, tc.wantCalls)
+				}
+			}
+		})
 	}
 }
 

@@ -3,8 +3,9 @@ package statestore
 import "github.com/redis/go-redis/v9"
 
 // The Lua scripts below are the only code that writes leases and records.
-// Each touches the keys of one slot only (one hash tag), so it runs
-// atomically on one Redis Cluster node.
+// Each per-slot script touches the keys of one slot only (one hash tag), so
+// it runs atomically on one Redis Cluster node. The batch scripts at the end
+// serve many slots in one call; see the note above them.
 //
 // Conventions shared by all of them:
 //   - Time is the store's: redis.call('TIME'), in unix milliseconds. An
@@ -28,13 +29,19 @@ local function lease(l)
 end
 `
 
-// acquireScript: KEYS[1] lease; ARGV holder, addr, ttl_ms.
+// acquireScript: KEYS[1] lease; ARGV holder, addr, ttl_ms, and optionally
+// a handoff request and the channel prefix the holder's name completes:
+// then a live lease of another holder also gets the request published on
+// its channel, so asking for a handoff costs no round trip of its own.
 var acquireScript = redis.NewScript(luaNow + `
 local l = redis.call('HMGET', KEYS[1], 'holder', 'addr', 'epoch', 'acq', 'exp')
 local now = nowms()
 -- A live lease of another holder wins; the caller learns who holds it so it
 -- can ask for a handoff or answer 421.
 if l[1] and l[1] ~= '' and l[1] ~= ARGV[1] and (tonumber(l[5]) or 0) > now then
+  if ARGV[4] and ARGV[4] ~= '' then
+    redis.call('PUBLISH', ARGV[5] .. l[1], ARGV[4])
+  end
   return lease(l)
 end
 -- Free, expired or our own: always a new epoch, so everything written under
@@ -122,5 +129,148 @@ end
 -- Keep the hottest entries only: the hot set is a preload hint, and an
 -- unbounded one would grow with every key ever written.
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
+return out
+`)
+
+// releaseForScript is releaseScript for a handoff: when it frees the lease
+// it also publishes the asker's notice, in the same call, so the asker
+// learns at once that it can take the slot.
+//
+//	KEYS[1] lease; ARGV holder, epoch, channel, message.
+//
+// Returns 1 if released (and published), 0 if the lease was not current.
+var releaseForScript = redis.NewScript(`
+local l = redis.call('HMGET', KEYS[1], 'holder', 'epoch')
+if l[1] ~= ARGV[1] or l[2] ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], 'holder', 'addr', 'acq', 'exp')
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+`)
+
+// The batch scripts below do for many slots in one call what the per-slot
+// scripts above do for one, so a renewal
+// round of 4,096 leases is a few commands rather than 4,096. Every slot has
+// its own hash tag, so a batch spans Redis Cluster hash slots, which Redis
+// allows only this way:
+//
+//   - KEYS[1] only routes the call (it is the batch's first key); the keys
+//     themselves are in ARGV. Redis Cluster refuses a command whose
+//     declared keys span hash slots (CROSSSLOT), but lets a script without
+//     a shebang line (Redis 7's "#!lua") touch undeclared keys of any slot
+//     the node serves; Redis 6 does the same. Outside Cluster mode every key
+//     is local.
+//   - The caller groups the keys by the node that serves them. A key the
+//     node does not serve after all (the cluster was resharding since the
+//     client read the slot map) is refused at its first read, which
+//     redis.pcall turns into status 2 for that key alone; nothing is
+//     written to it, and the caller retries it with the per-slot script.
+//   - Each key gets exactly what its per-slot script would do, with the
+//     same checks; the whole batch is one atomic step, as each per-slot
+//     call is. The replies are shorter (see each script).
+//
+// A proxy that routes commands by their declared keys (twemproxy, Envoy's
+// Redis proxy) cannot carry these scripts; kstate talks to Redis, Sentinel
+// or Cluster directly.
+
+// acquireAllScript is acquireScript for many slots.
+//
+//	KEYS[1] routing only; ARGV holder, addr, ttl_ms, then the lease keys.
+//
+// Returns {acquired_ms, expires_ms, then per key: the new epoch (granted,
+// to the holder and addr of ARGV at those times), the stored lease reply
+// (status 0: held by another), or 2 (not served by this node)}. A granted
+// lease is only its epoch, and a key is read for the fields its check
+// needs only: this halves the script's time and the client's decoding.
+var acquireAllScript = redis.NewScript(luaNow + `
+local now = nowms()
+local acq = string.format('%d', now)
+local exp = string.format('%d', now + tonumber(ARGV[3]))
+local out = {acq, exp}
+for i = 4, #ARGV do
+  local l = redis.pcall('HMGET', ARGV[i], 'holder', 'epoch', 'exp')
+  if l.err then
+    out[#out + 1] = 2
+  elseif l[1] and l[1] ~= '' and l[1] ~= ARGV[1] and (tonumber(l[3]) or 0) > now then
+    out[#out + 1] = lease(redis.call('HMGET', ARGV[i], 'holder', 'addr', 'epoch', 'acq', 'exp'))
+  else
+    local epoch = string.format('%d', (tonumber(l[2]) or 0) + 1)
+    redis.call('HSET', ARGV[i], 'holder', ARGV[1], 'addr', ARGV[2], 'epoch', epoch, 'acq', acq, 'exp', exp)
+    out[#out + 1] = epoch
+  end
+end
+return out
+`)
+
+// renewAllScript is renewScript for many leases.
+//
+//	KEYS[1] routing only; ARGV ttl_ms, then per lease: key, holder, epoch.
+//
+// Returns {expires_ms, then per lease: 1 (renewed until expires_ms), the
+// stored lease reply (status 0: fenced), or 2 (not served by this node)}.
+// A renewed lease is the caller's with the new expiry: holder and epoch are
+// what the check compared, and addr and acq change only with the epoch.
+var renewAllScript = redis.NewScript(luaNow + `
+local exp = string.format('%d', nowms() + tonumber(ARGV[1]))
+local out = {exp}
+for i = 2, #ARGV, 3 do
+  local l = redis.pcall('HMGET', ARGV[i], 'holder', 'epoch')
+  if l.err then
+    out[#out + 1] = 2
+  elseif l[1] ~= ARGV[i + 1] or l[2] ~= ARGV[i + 2] then
+    out[#out + 1] = lease(redis.call('HMGET', ARGV[i], 'holder', 'addr', 'epoch', 'acq', 'exp'))
+  else
+    redis.call('HSET', ARGV[i], 'exp', exp)
+    out[#out + 1] = 1
+  end
+end
+return out
+`)
+
+// releaseAllScript is releaseScript for many leases.
+//
+//	KEYS[1] routing only; ARGV per lease: key, holder, epoch.
+//
+// Returns one status per lease: 1 (released), 0 (not current) or 2 (not
+// served by this node).
+var releaseAllScript = redis.NewScript(`
+local out = {}
+for i = 1, #ARGV, 3 do
+  local l = redis.pcall('HMGET', ARGV[i], 'holder', 'epoch')
+  if l.err then
+    out[#out + 1] = 2
+  elseif l[1] ~= ARGV[i + 1] or l[2] ~= ARGV[i + 2] then
+    out[#out + 1] = 0
+  else
+    redis.call('HDEL', ARGV[i], 'holder', 'addr', 'acq', 'exp')
+    out[#out + 1] = 1
+  end
+end
+return out
+`)
+
+// hotKeysAllScript reads many slots' hot sets and answers only for the
+// ones that have keys: a space of 4,096 slots with data in a few of them
+// costs one short reply, not 4,096 empty ones.
+//
+//	KEYS[1] routing only; ARGV n, then the hot-set keys.
+//
+// Returns {far, i, keys, j, keys, ...}: far lists the (1-based) positions
+// of keys this node does not serve, then each non-empty set's position
+// and its first n members, newest first.
+var hotKeysAllScript = redis.NewScript(`
+local n = tonumber(ARGV[1])
+local far, out = {}, {0}
+for i = 2, #ARGV do
+  local keys = redis.pcall('ZREVRANGE', ARGV[i], 0, n - 1)
+  if keys.err then
+    far[#far + 1] = i - 1
+  elseif #keys > 0 then
+    out[#out + 1] = i - 1
+    out[#out + 1] = keys
+  end
+end
+out[1] = far
 return out
 `)

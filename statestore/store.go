@@ -99,6 +99,23 @@ type HandoffRequest struct {
 	Slot      SlotRef
 	Asker     string
 	AskerAddr string
+	// Released marks the answer instead, which WatchHandoffs delivers to
+	// the asker after the holder's ReleaseFor: the slot is free, so the
+	// asker can take it now rather than when it next polls the lease.
+	Released bool `json:"-"`
+}
+
+// AcquireOptions is what AcquireWith does besides Acquire, in the same
+// round trip.
+type AcquireOptions struct {
+	// Load lists keys of the slot to read once the lease is the caller's:
+	// nothing written before it can be missing, and nobody else can write
+	// after it. The records come back only with the lease.
+	Load []string
+	// AskHolder: when another live holder has the slot, ask it to hand the
+	// slot over to the caller, as RequestHandoff would (with the caller's
+	// holder and addr as Asker and AskerAddr).
+	AskHolder bool
 }
 
 // Store is the state store. All methods are safe for concurrent use.
@@ -106,13 +123,19 @@ type Store interface {
 	// Load returns the stored records of keys in one slot, in one pipelined
 	// round trip. Keys that do not exist are absent from the map.
 	Load(ctx context.Context, slot SlotRef, keys []string) (map[string]*Record, error)
+	// LoadAll is Load for several slots in one round trip: out[i] holds
+	// the stored records of keys[i] in slots[i].
+	LoadAll(ctx context.Context, slots []SlotRef, keys [][]string) ([]map[string]*Record, error)
 	// Flush writes records (or tombstones) of one slot atomically if lease
 	// is still current, and updates the slot's hot-set index. It returns an
 	// error wrapping ErrFenced when the lease is not current.
 	Flush(ctx context.Context, lease Lease, records []*Record) (FlushResult, error)
 	// HotKeys returns up to n keys of the slot, most recently written first.
 	HotKeys(ctx context.Context, slot SlotRef, n int) ([]string, error)
-	// HotKeysAll is HotKeys for many slots in one round trip.
+	// HotKeysAll is HotKeys for many slots in one round trip; out[i]
+	// belongs to slots[i] and is empty for a slot without keys. Redis
+	// answers for the slots with keys only, so its cost follows the data,
+	// not the slot count.
 	HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]string, error)
 
 	// Acquire takes the slot's lease for holder if it is free, expired or
@@ -120,7 +143,14 @@ type Store interface {
 	// (also when holder re-acquires its own lease). A live lease of another
 	// holder gives a *HeldError.
 	Acquire(ctx context.Context, slot SlotRef, holder, addr string, ttl time.Duration) (Lease, error)
-	// AcquireAll is Acquire for many slots in one round trip; errs[i]
+	// AcquireWith is Acquire that does more in the same round trip (see
+	// AcquireOptions), for an agent waiting for a handoff. When the lease
+	// was granted but the loads failed, the lease comes back with the
+	// error, for the caller to give back.
+	AcquireWith(ctx context.Context, slot SlotRef, holder, addr string, ttl time.Duration, opts AcquireOptions) (Lease, map[string]*Record, error)
+	// AcquireAll is Acquire for many slots in one round trip (Redis: one
+	// script call per RedisOptions.BatchKeys slots, as for RenewAll and
+	// ReleaseAll); errs[i]
 	// belongs to slots[i].
 	AcquireAll(ctx context.Context, slots []SlotRef, holder, addr string, ttl time.Duration) (leases []Lease, errs []error)
 	// Renew extends a lease still held at its epoch (also after it expired,
@@ -135,14 +165,21 @@ type Store interface {
 	Release(ctx context.Context, lease Lease) error
 	// ReleaseAll is Release for many leases in one round trip.
 	ReleaseAll(ctx context.Context, leases []Lease) []error
+	// ReleaseFor is Release at the end of a handoff: when it frees the
+	// lease it also tells req.Asker so, in the same round trip, through
+	// the asker's WatchHandoffs channel (req with Released set). Like a
+	// request, the notice is delivered at most once; the asker must not
+	// count on it.
+	ReleaseFor(ctx context.Context, lease Lease, req HandoffRequest) error
 	// Current returns the slot's lease as stored (zero Holder when free).
 	Current(ctx context.Context, slot SlotRef) (Lease, error)
 
 	// RequestHandoff asks the slot's current holder to hand it over, and
 	// returns at once. The request is seen by whoever watches the holder.
 	RequestHandoff(ctx context.Context, req HandoffRequest, holder string) error
-	// WatchHandoffs delivers handoff requests addressed to holder until ctx
-	// ends. The channel is closed when ctx ends.
+	// WatchHandoffs delivers handoff requests addressed to holder, and the
+	// notices of ReleaseFor for slots holder asked for (Released set),
+	// until ctx ends. The channel is closed when ctx ends.
 	WatchHandoffs(ctx context.Context, holder string) (<-chan HandoffRequest, error)
 
 	// EnsureMarker returns the space's store marker, creating it when the

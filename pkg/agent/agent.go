@@ -72,6 +72,7 @@ type Agent struct {
 	marker     atomic.Value // string: the store marker seen at start
 	started    time.Time
 	prepared   atomic.Bool // a Prepare call finished (the preload gate)
+	watching   atomic.Bool // the handoff watch is subscribed (tests wait for it)
 
 	flushKick   chan struct{}
 	flushWaitMu sync.Mutex
@@ -566,7 +567,9 @@ func (a *Agent) renewLoop() {
 	})
 }
 
-// renewAll renews every held lease, renewBatch leases per round trip.
+// renewAll renews every held lease in one store call: one round trip of a
+// few script calls (statestore.RedisOptions.BatchKeys leases each), not one
+// command per lease.
 func (a *Agent) renewAll() {
 	var slots []*slot
 	var leases []statestore.Lease
@@ -578,38 +581,34 @@ func (a *Agent) renewAll() {
 		}
 		s.mu.Unlock()
 	}
-	for start := 0; start < len(leases); start += renewBatch {
-		end := min(start+renewBatch, len(leases))
-		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
-		renewed, errs := a.store.RenewAll(ctx, leases[start:end], a.cfg.LeaseTTL)
-		cancel()
-		for i, err := range errs {
-			s, lease := slots[start+i], leases[start+i]
-			switch {
-			case err == nil:
-				a.storeOK.Store(true)
-				s.mu.Lock()
-				if s.lease.Epoch == lease.Epoch {
-					s.lease = renewed[i]
-				}
-				s.mu.Unlock()
-			case errors.Is(err, statestore.ErrFenced):
-				a.fenced(s, lease, err)
-			default:
-				// Outage: keep serving warm entities. In a full outage nobody
-				// else can take the slot either. If only this agent is cut
-				// off, another may take it after the TTL, and the store's
-				// fencing then rejects what we buffered: the documented loss
-				// case (docs/architecture.md, "What can be lost").
-				a.noteStoreErr(err)
+	if len(leases) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
+	renewed, errs := a.store.RenewAll(ctx, leases, a.cfg.LeaseTTL)
+	cancel()
+	for i, err := range errs {
+		s, lease := slots[i], leases[i]
+		switch {
+		case err == nil:
+			a.storeOK.Store(true)
+			s.mu.Lock()
+			if s.lease.Epoch == lease.Epoch {
+				s.lease = renewed[i]
 			}
+			s.mu.Unlock()
+		case errors.Is(err, statestore.ErrFenced):
+			a.fenced(s, lease, err)
+		default:
+			// Outage: keep serving warm entities. In a full outage nobody
+			// else can take the slot either. If only this agent is cut
+			// off, another may take it after the TTL, and the store's
+			// fencing then rejects what we buffered: the documented loss
+			// case (docs/architecture.md, "What can be lost").
+			a.noteStoreErr(err)
 		}
 	}
 }
-
-// renewBatch bounds one renewal or release round trip; 4,096 held slots
-// take 8.
-const renewBatch = 512
 
 func (a *Agent) handoffLoop() {
 	for a.ctx.Err() == nil {
@@ -622,10 +621,25 @@ func (a *Agent) handoffLoop() {
 			}
 			continue
 		}
+		a.watching.Store(true)
 		for req := range ch {
+			if req.Released {
+				a.released(req)
+				continue
+			}
 			go a.handOff(req)
 		}
+		a.watching.Store(false)
 	}
+}
+
+// released wakes the acquisition that waits for req.Slot: its holder
+// released it for us (statestore.Store.ReleaseFor).
+func (a *Agent) released(req statestore.HandoffRequest) {
+	if req.Slot.Space != a.cfg.Space || int(req.Slot.Slot) >= len(a.slots) {
+		return
+	}
+	a.slots[req.Slot.Slot].wake()
 }
 
 func (a *Agent) evictLoop() {
@@ -758,13 +772,10 @@ func (a *Agent) Drain(ctx context.Context) (DrainSummary, error) {
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.FlushTimeout)
 	defer cancel()
-	for start := 0; start < len(leases); start += renewBatch {
-		batch := leases[start:min(start+renewBatch, len(leases))]
-		for i, err := range a.store.ReleaseAll(rctx, batch) {
-			if err != nil {
-				// The lease expires on its own; nothing is unsafe.
-				a.logger.Warnw("lease release failed", zap.Stringer("slot", batch[i].Slot), zap.Error(err))
-			}
+	for i, err := range a.store.ReleaseAll(rctx, leases) {
+		if err != nil {
+			// The lease expires on its own; nothing is unsafe.
+			a.logger.Warnw("lease release failed", zap.Stringer("slot", leases[i].Slot), zap.Error(err))
 		}
 	}
 	sum.Released = len(leases)
@@ -773,10 +784,17 @@ func (a *Agent) Drain(ctx context.Context) (DrainSummary, error) {
 }
 
 // Prepare preloads the hottest entities of slots (all when empty), within
-// the budgets. Free slots are taken on the way, so their entities are
-// authoritative at once (scale from zero); entities of a slot held elsewhere
-// are hints, re-read when its lease comes to us. Leases and hot sets go in
-// one round trip each, whatever the slot count.
+// the budgets. The free slots among those with data are taken on the way,
+// so their entities are authoritative at once (scale from zero); entities
+// of a slot held elsewhere are hints, re-read when its lease comes to us.
+//
+// Its cost follows the data, not the slot count: the hot sets are read in
+// one round trip that answers only for slots with keys, their free leases
+// are taken in one more, and the entities come preloadBatch keys a round
+// trip. A slot without data is left to be taken on first use. Taking all
+// 4,096 from zero cost a pod 80-100 ms before it was ready, most of it the
+// store writing and fsyncing 4,096 lease records (docs/performance.md,
+// P5); and a slot nobody sends events to would only cost renewals.
 func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxBytes int64) (*adminv1.PrepareResponse, error) {
 	start := a.clock.Now()
 	if maxEntities <= 0 {
@@ -796,8 +814,6 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 			return nil, fmt.Errorf("slot %d out of range: the space has %d slots", n, len(a.slots))
 		}
 	}
-	a.takeFree(ctx, slots)
-
 	// Spread the entity budget evenly, so one hot slot cannot starve the rest.
 	perSlot := max(int(maxEntities/int64(len(slots))), 1)
 	refs := make([]statestore.SlotRef, len(slots))
@@ -809,40 +825,77 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 		return nil, fmt.Errorf("reading hot sets: %w", err)
 	}
 	var (
-		loaded, bytes atomic.Int64
-		wg            sync.WaitGroup
-		errs          = make(chan error, len(slots))
-		sem           = make(chan struct{}, flushParallelism)
+		withData []*slot
+		keys     [][]string
 	)
 	for i, n := range slots {
-		if len(hot[i]) == 0 {
-			continue
+		if len(hot[i]) > 0 {
+			withData = append(withData, a.slots[n])
+			keys = append(keys, hot[i])
 		}
-		if loaded.Load() >= maxEntities || bytes.Load() >= maxBytes {
+	}
+	a.takeFree(ctx, withData)
+
+	var loaded, bytes int64
+	for from := 0; from < len(withData) && loaded < maxEntities && bytes < maxBytes; {
+		// One round trip loads the next slots' keys, preloadBatch or so.
+		to, n := from, 0
+		for to < len(withData) && (to == from || n+len(keys[to]) <= preloadBatch) {
+			n += len(keys[to])
+			to++
+		}
+		l, b, lerr := a.preload(ctx, withData[from:to], keys[from:to], maxEntities-loaded, maxBytes-bytes)
+		loaded, bytes = loaded+l, bytes+b
+		if lerr != nil {
+			err = lerr
 			break
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(s *slot, keys []string) {
-			defer func() { <-sem; wg.Done() }()
-			n, b, err := a.preloadSlot(ctx, s, keys, maxBytes-bytes.Load())
-			loaded.Add(n)
-			bytes.Add(b)
-			if err != nil {
-				errs <- err
-			}
-		}(a.slots[n], hot[i])
+		from = to
 	}
-	wg.Wait()
-	close(errs)
 	a.prepared.Store(true)
-	resp := &adminv1.PrepareResponse{EntitiesLoaded: loaded.Load(), BytesLoaded: bytes.Load(), DurationMs: a.clock.Since(start).Milliseconds()}
-	return resp, <-errs
+	resp := &adminv1.PrepareResponse{EntitiesLoaded: loaded, BytesLoaded: bytes, DurationMs: a.clock.Since(start).Milliseconds()}
+	return resp, err
+}
+
+// preloadBatch is about how many keys Prepare loads in one round trip.
+const preloadBatch = 1024
+
+// preload loads keys[i] of slots[i] into the cache in one round trip,
+// within the budgets, never replacing what events have already seen.
+func (a *Agent) preload(ctx context.Context, slots []*slot, keys [][]string, maxEntities, maxBytes int64) (loaded, bytes int64, err error) {
+	refs := make([]statestore.SlotRef, len(slots))
+	for i, s := range slots {
+		refs[i] = s.ref
+	}
+	recs, err := a.store.LoadAll(ctx, refs, keys)
+	if err != nil {
+		return 0, 0, err
+	}
+	for i, s := range slots {
+		s.mu.Lock()
+		held := s.phase == phaseHeld
+		for _, k := range keys[i] {
+			rec := recs[i][k]
+			if rec == nil || loaded >= maxEntities || bytes >= maxBytes || s.entities[k] != nil {
+				continue
+			}
+			e := &entity{key: k}
+			e.mu.Lock()
+			e.setLoaded(rec, a)
+			e.unverified = !held
+			e.mu.Unlock()
+			s.entities[k] = e
+			loaded++
+			bytes += int64(rec.Size())
+		}
+		s.mu.Unlock()
+	}
+	return loaded, bytes, nil
 }
 
 // takeFree takes the leases of the slots nobody holds, in one round trip.
 // Held ones stay where they are.
-func (a *Agent) takeFree(ctx context.Context, slots []uint32) {
+func (a *Agent) takeFree(ctx context.Context, slots []*slot) {
 	if a.draining.Load() {
 		return
 	}
@@ -851,8 +904,7 @@ func (a *Agent) takeFree(ctx context.Context, slots []uint32) {
 		ats    []*acquisition
 		refs   []statestore.SlotRef
 	)
-	for _, n := range slots {
-		s := a.slots[n]
+	for _, s := range slots {
 		s.mu.Lock()
 		if s.phase == phaseFree {
 			at := &acquisition{done: make(chan struct{})}
@@ -874,6 +926,7 @@ func (a *Agent) takeFree(ctx context.Context, slots []uint32) {
 			// authoritative only once re-read.
 			err = a.revalidate(s)
 			if err != nil {
+				a.noteStoreErr(err)
 				a.releaseLease(s.ref, leases[i])
 			}
 		}
@@ -885,34 +938,6 @@ func (a *Agent) takeFree(ctx context.Context, slots []uint32) {
 		}
 		a.finishAcquire(s, ats[i], leases[i], err, false)
 	}
-}
-
-// preloadSlot loads keys of one slot into the cache, never replacing what
-// events have already seen.
-func (a *Agent) preloadSlot(ctx context.Context, s *slot, keys []string, maxBytes int64) (int64, int64, error) {
-	recs, err := a.store.Load(ctx, s.ref, keys)
-	if err != nil {
-		return 0, 0, err
-	}
-	var loaded, bytes int64
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	held := s.phase == phaseHeld
-	for _, k := range keys {
-		rec := recs[k]
-		if rec == nil || bytes >= maxBytes || s.entities[k] != nil {
-			continue
-		}
-		e := &entity{key: k}
-		e.mu.Lock()
-		e.setLoaded(rec, a)
-		e.unverified = !held
-		e.mu.Unlock()
-		s.entities[k] = e
-		loaded++
-		bytes += int64(rec.Size())
-	}
-	return loaded, bytes, nil
 }
 
 // Stats reports what the agent holds.

@@ -71,9 +71,9 @@ func testConfig(pod, space string) Config {
 	return c
 }
 
-func startAgent(t *testing.T, cfg Config, store statestore.Store, fn Function) *Agent {
+func startAgent(t *testing.T, cfg Config, store statestore.Store, fn Function, opts ...Option) *Agent {
 	t.Helper()
-	a, err := New(cfg, store, fn, WithLogger(zaptest.NewLogger(t).Sugar().Named(cfg.Pod)))
+	a, err := New(cfg, store, fn, append([]Option{WithLogger(zaptest.NewLogger(t).Sugar().Named(cfg.Pod))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +148,31 @@ func (f *flakyStore) Load(ctx context.Context, s statestore.SlotRef, keys []stri
 		return nil, errDown
 	}
 	return f.Store.Load(ctx, s, keys)
+}
+
+func (f *flakyStore) LoadAll(ctx context.Context, s []statestore.SlotRef, keys [][]string) ([]map[string]*statestore.Record, error) {
+	if f.down.Load() {
+		return nil, errDown
+	}
+	return f.Store.LoadAll(ctx, s, keys)
+}
+
+func (f *flakyStore) AcquireWith(ctx context.Context, s statestore.SlotRef, holder, addr string, ttl time.Duration, opts statestore.AcquireOptions) (statestore.Lease, map[string]*statestore.Record, error) {
+	if f.down.Load() {
+		return statestore.Lease{}, nil, errDown
+	}
+	return f.Store.AcquireWith(ctx, s, holder, addr, ttl, opts)
+}
+
+func (f *flakyStore) RenewAll(ctx context.Context, leases []statestore.Lease, ttl time.Duration) ([]statestore.Lease, []error) {
+	if f.down.Load() {
+		errs := make([]error, len(leases))
+		for i := range errs {
+			errs[i] = errDown
+		}
+		return make([]statestore.Lease, len(leases)), errs
+	}
+	return f.Store.RenewAll(ctx, leases, ttl)
 }
 
 // ackCounter tracks acknowledged increments per key, from many goroutines.

@@ -56,7 +56,7 @@ func NewServer(ctx context.Context, cfg Config, log *zap.SugaredLogger) (*Server
 		s.cfg.AdvertiseAddr = s.httpLn.Addr().String()
 	}
 	// Assign only on success: a nil *Redis in the interface is not a nil Store.
-	store, err := statestore.NewRedis(ctx, cfg.StoreURL, statestore.RedisOptions{ClientName: cfg.Pod, Lazy: true})
+	store, err := statestore.NewRedis(ctx, cfg.StoreURL, statestore.RedisOptions{ClientName: cfg.Pod, Lazy: true, MinIdleConns: storeIdleConns})
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("KSTATE_STORE_URL=%q: %w", statestore.Redacted(cfg.StoreURL), err)
@@ -76,6 +76,13 @@ func NewServer(ctx context.Context, cfg Config, log *zap.SugaredLogger) (*Server
 	}
 	return s, nil
 }
+
+// storeIdleConns is how many store connections an agent keeps ready. A pod
+// that just started and takes slots over gets a burst of concurrent store
+// calls (an acquisition, a handoff request, a flush per slot) before its
+// pool has grown; each call that finds no idle connection first dials one
+// and pays two round trips of connection setup.
+const storeIdleConns = 8
 
 // Addr is the bound serving address; AdminAddr the admin one.
 func (s *Server) Addr() string      { return s.httpLn.Addr().String() }

@@ -51,10 +51,24 @@ type slot struct {
 	dirty   map[string]*entity
 
 	flushMu sync.Mutex // one flush of this slot at a time
+
+	// released wakes an acquisition waiting for a handoff: the holder's
+	// notice (statestore.Store.ReleaseFor) that the slot is free. It holds
+	// at most one wake-up, so a notice that arrives before the wait begins
+	// is not lost.
+	released chan struct{}
 }
 
 func newSlot(ref statestore.SlotRef) *slot {
-	return &slot{ref: ref, entities: map[string]*entity{}, dirty: map[string]*entity{}}
+	return &slot{ref: ref, entities: map[string]*entity{}, dirty: map[string]*entity{}, released: make(chan struct{}, 1)}
+}
+
+// wake tells an acquisition of s waiting for a handoff to try now.
+func (s *slot) wake() {
+	select {
+	case s.released <- struct{}{}:
+	default: // a wake-up is pending already
+	}
 }
 
 // entity returns the cache entry for key, creating it, and takes a reference
@@ -134,20 +148,53 @@ func (a *Agent) leave(s *slot) {
 }
 
 // acquire takes the slot's lease, asking the current holder to hand it over
-// when it is held elsewhere, for at most HandoffTimeout.
+// when it is held elsewhere, for at most HandoffTimeout. While it waits, the
+// holder's notice that it released the slot (handoffLoop calls s.wake) makes
+// it try again at once; a poll every handoffPollInterval covers a notice
+// that pub/sub dropped, or a holder too old to send one. Each attempt is one
+// round trip, asking and re-reading hints included.
 func (a *Agent) acquire(s *slot, at *acquisition) {
 	deadline := a.clock.Now().Add(a.cfg.HandoffTimeout)
 	var lastAsk time.Time
+	// A wake-up left over from an earlier handoff is stale. Any notice for
+	// this attempt answers a request sent below, so it comes after this.
+	select {
+	case <-s.released:
+	default:
+	}
 	for {
+		now := a.clock.Now()
+		s.mu.Lock()
+		// Having just given this slot away, do not ask for it back at once:
+		// two routers that disagree would otherwise make it bounce.
+		coolingDown := !s.gaveUpAt.IsZero() && now.Sub(s.gaveUpAt) < a.cfg.MinHold
+		s.mu.Unlock()
+		opts := statestore.AcquireOptions{
+			// If the slot is held, the attempt itself asks for it, and
+			// asks again each handoffAskInterval: pub/sub may drop a
+			// request.
+			AskHolder: !coolingDown && now.Before(deadline) && now.Sub(lastAsk) >= handoffAskInterval,
+		}
+		if !lastAsk.IsZero() {
+			// Once a handoff was asked for, the attempt also re-reads the
+			// hints preloaded while the other agent held the slot; before,
+			// the slot is most likely still held and the loads would be
+			// wasted.
+			opts.Load = a.hintKeys(s)
+		}
 		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
-		lease, err := a.store.Acquire(ctx, s.ref, a.cfg.Pod, a.cfg.advertise(), a.cfg.LeaseTTL)
+		lease, recs, err := a.store.AcquireWith(ctx, s.ref, a.cfg.Pod, a.cfg.advertise(), a.cfg.LeaseTTL, opts)
 		cancel()
-		if err == nil {
-			err = a.revalidate(s)
+		if err == nil || lease.Holder != "" {
+			if err == nil {
+				a.verify(s, opts.Load, recs)
+				err = a.revalidate(s) // the hints not loaded with the lease, if any
+			}
 			if err != nil {
 				// We hold a lease we cannot use yet; give it back.
+				a.noteStoreErr(err)
 				a.releaseLease(s.ref, lease)
-				a.finishAcquire(s, at, statestore.Lease{}, err, false)
+				a.finishAcquire(s, at, statestore.Lease{}, &UnavailableError{Err: err}, false)
 				return
 			}
 			a.finishAcquire(s, at, lease, nil, !lastAsk.IsZero())
@@ -159,28 +206,15 @@ func (a *Agent) acquire(s *slot, at *acquisition) {
 			a.finishAcquire(s, at, statestore.Lease{}, &UnavailableError{Err: err}, false)
 			return
 		}
-		notOwner := &NotOwnerError{Slot: s.ref.Slot, Holder: held.Lease.Holder, Addr: held.Lease.Addr}
-		now := a.clock.Now()
-		s.mu.Lock()
-		// Having just given this slot away, do not ask for it back at once:
-		// two routers that disagree would otherwise make it bounce.
-		coolingDown := !s.gaveUpAt.IsZero() && now.Sub(s.gaveUpAt) < a.cfg.MinHold
-		s.mu.Unlock()
-		if coolingDown || !now.Before(deadline) || a.ctx.Err() != nil {
-			a.finishAcquire(s, at, statestore.Lease{}, notOwner, false)
+		if opts.AskHolder {
+			lastAsk = now
+		}
+		if coolingDown || !a.clock.Now().Before(deadline) || a.ctx.Err() != nil {
+			a.finishAcquire(s, at, statestore.Lease{}, &NotOwnerError{Slot: s.ref.Slot, Holder: held.Lease.Holder, Addr: held.Lease.Addr}, false)
 			return
 		}
-		// Pub/sub may drop a request, so it is repeated while we wait.
-		if now.Sub(lastAsk) >= handoffAskInterval {
-			lastAsk = now
-			ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
-			req := statestore.HandoffRequest{Slot: s.ref, Asker: a.cfg.Pod, AskerAddr: a.cfg.advertise()}
-			if err := a.store.RequestHandoff(ctx, req, held.Lease.Holder); err != nil {
-				a.logger.Warnw("handoff request failed", zap.Stringer("slot", s.ref), zap.Error(err))
-			}
-			cancel()
-		}
 		select {
+		case <-s.released:
 		case <-a.clock.After(handoffPollInterval):
 		case <-a.ctx.Done():
 		}
@@ -188,8 +222,13 @@ func (a *Agent) acquire(s *slot, at *acquisition) {
 }
 
 const (
-	handoffAskInterval  = 250 * time.Millisecond
-	handoffPollInterval = 20 * time.Millisecond
+	// handoffAskInterval: pub/sub may drop a request, so it is repeated.
+	handoffAskInterval = 250 * time.Millisecond
+	// handoffPollInterval is only the fallback for a lost notice: each poll
+	// is an Acquire per waiting slot, and the notice is what makes a
+	// handoff fast (it used to be a 20 ms poll, which the requests of every
+	// moved slot waited out; docs/performance.md, P4).
+	handoffPollInterval = 100 * time.Millisecond
 )
 
 func (a *Agent) finishAcquire(s *slot, at *acquisition, lease statestore.Lease, err error, handedOver bool) {
@@ -210,27 +249,22 @@ func (a *Agent) finishAcquire(s *slot, at *acquisition, lease statestore.Lease, 
 	close(at.done)
 }
 
-// revalidate reloads entities that were preloaded while another agent held
-// the slot: that holder may have written them since.
-func (a *Agent) revalidate(s *slot) error {
+// hintKeys returns the keys of the entities preloaded while another agent
+// held the slot: that holder may have written them since.
+func (a *Agent) hintKeys(s *slot) []string {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var keys []string
 	for k, e := range s.entities {
 		if e.unverified {
 			keys = append(keys, k)
 		}
 	}
-	s.mu.Unlock()
-	if len(keys) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
-	defer cancel()
-	recs, err := a.store.Load(ctx, s.ref, keys)
-	if err != nil {
-		a.noteStoreErr(err)
-		return &UnavailableError{Err: err}
-	}
+	return keys
+}
+
+// verify replaces the hints of keys with recs, read under the lease.
+func (a *Agent) verify(s *slot, keys []string, recs map[string]*statestore.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {
@@ -243,6 +277,21 @@ func (a *Agent) revalidate(s *slot) error {
 		e.unverified = false
 		e.mu.Unlock()
 	}
+}
+
+// revalidate reloads the slot's hints, once its lease is ours.
+func (a *Agent) revalidate(s *slot) error {
+	keys := a.hintKeys(s)
+	if len(keys) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.FlushTimeout)
+	defer cancel()
+	recs, err := a.store.Load(ctx, s.ref, keys)
+	if err != nil {
+		return err
+	}
+	a.verify(s, keys, recs)
 	return nil
 }
 
@@ -302,7 +351,14 @@ func (a *Agent) handOff(req statestore.HandoffRequest) {
 		return
 	}
 	a.dropSlot(s, lease, false)
-	a.releaseLease(s.ref, lease)
+	// Releasing and telling the asker is one round trip: the asker's
+	// requests for the slot are waiting for it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), a.cfg.FlushTimeout)
+	if err := a.store.ReleaseFor(ctx, lease, req); err != nil {
+		// The lease will expire on its own; nothing is unsafe.
+		log.Warnw("lease release failed", zap.Error(err))
+	}
+	cancel()
 	a.stats.handoffsOut.Add(1)
 	log.Infow("slot handed off", zap.Uint64("epoch", lease.Epoch))
 }

@@ -22,6 +22,11 @@ import (
 // can check trimming without writing 10,000 keys.
 const HotSetSize = 64
 
+// BatchKeys is the batch size a Harness should give stores that split the
+// *All methods into batches (statestore.RedisOptions.BatchKeys), so the
+// suite's few dozen slots take several batches, on several Cluster nodes.
+const BatchKeys = 4
+
 const (
 	// longTTL outlives any test: a lease that must stay live uses it.
 	longTTL = time.Hour
@@ -64,7 +69,10 @@ func Run(t *testing.T, h Harness) {
 		{"RenewExtends", testRenewExtends},
 		{"RenewAfterExpiryWithoutTakeover", testRenewAfterExpiry},
 		{"RenewAllMatchesRenew", testRenewAll},
+		{"RenewAllMixesHeldAndFenced", testRenewAllMixed},
 		{"BatchAcquireReleaseHotKeys", testBatchOps},
+		{"BatchOpsOverManySlots", testBatchOpsManySlots},
+		{"AcquireWithLoadsAndAsks", testAcquireWith},
 		{"EpochNeverDecreases", testEpochMonotonic},
 		{"ConcurrentAcquireHasOneWinner", testConcurrentAcquire},
 		{"FencedFlushWritesNothing", testFencedFlush},
@@ -82,6 +90,7 @@ func Run(t *testing.T, h Harness) {
 		{"DedupAndBinaryRoundTrip", testDedupAndBinary},
 		{"Markers", testMarkers},
 		{"Handoff", testHandoff},
+		{"ReleaseForNotifiesAsker", testReleaseFor},
 		{"InvalidArguments", testInvalidArguments},
 		{"Closed", testClosed},
 	}
@@ -345,6 +354,259 @@ func testRenewAll(t *testing.T, e *env) {
 	}
 	if renewed, errs := e.s.RenewAll(e.ctx, nil, longTTL); len(renewed) != 0 || len(errs) != 0 {
 		t.Errorf("RenewAll of nothing: %v, %v", renewed, errs)
+	}
+}
+
+// leaseCase is one way a lease can stand when it is renewed in a batch.
+type leaseCase int
+
+const (
+	caseHeld       leaseCase = iota // held: renewed
+	caseReleased                    // released by its holder: fenced, slot free
+	caseTakenOver                   // expired, then taken by b: fenced, names b
+	caseReacquired                  // its holder took it again: fenced at the old epoch
+	caseExpired                     // expired, nobody took it: still renewed
+	caseNeverHeld                   // a lease the store never granted: fenced
+)
+
+const nLeaseCases = int(caseNeverHeld) + 1
+
+// RenewAll over many slots in every state a lease can be in gives each
+// what Renew would: the live ones (also those that expired without a
+// takeover) renewed by the ttl, in milliseconds, and the others fenced,
+// each with its own FencedError naming the slot's current lease.
+func testRenewAllMixed(t *testing.T, e *env) {
+	const slots = 6 * nLeaseCases // several batches of BatchKeys
+	refs := make([]statestore.SlotRef, slots)
+	for i := range refs {
+		refs[i] = statestore.SlotRef{Space: e.space, Slot: uint32(i)}
+	}
+	ttlOf := func(c leaseCase) time.Duration {
+		if c == caseTakenOver || c == caseExpired {
+			return shortTTL
+		}
+		return longTTL
+	}
+	leases := make([]statestore.Lease, slots)
+	for i, ref := range refs {
+		c := leaseCase(i % nLeaseCases)
+		if c == caseNeverHeld {
+			leases[i] = statestore.Lease{Slot: ref, Holder: "a", Addr: "a:1", Epoch: 1}
+			continue
+		}
+		l, err := e.s.Acquire(e.ctx, ref, "a", "a:1", ttlOf(c))
+		if err != nil {
+			t.Fatalf("Acquire(%s): %v", ref, err)
+		}
+		leases[i] = l
+	}
+	e.h.Advance(t, expire)
+	want := make([]statestore.Lease, slots) // the slot's lease after RenewAll
+	for i, ref := range refs {
+		var err error
+		switch leaseCase(i % nLeaseCases) {
+		case caseReleased:
+			err = e.s.Release(e.ctx, leases[i])
+			want[i] = statestore.Lease{Slot: ref, Epoch: leases[i].Epoch}
+		case caseTakenOver:
+			want[i], err = e.s.Acquire(e.ctx, ref, "b", "b:1", longTTL)
+		case caseReacquired:
+			want[i], err = e.s.Acquire(e.ctx, ref, "a", "a:1", longTTL)
+		case caseNeverHeld:
+			want[i] = statestore.Lease{Slot: ref}
+		}
+		if err != nil {
+			t.Fatalf("setting up %s: %v", ref, err)
+		}
+	}
+
+	renewed, errs := e.s.RenewAll(e.ctx, leases, 2*longTTL)
+	if len(renewed) != slots || len(errs) != slots {
+		t.Fatalf("RenewAll returned %d leases and %d errors for %d leases", len(renewed), len(errs), slots)
+	}
+	for i, ref := range refs {
+		switch c := leaseCase(i % nLeaseCases); c {
+		case caseHeld, caseExpired:
+			if errs[i] != nil {
+				t.Errorf("%s (case %d): %v, want it renewed", ref, c, errs[i])
+				continue
+			}
+			if diff := cmp.Diff(leases[i], renewed[i], cmpopts.IgnoreFields(statestore.Lease{}, "Expires")); diff != "" {
+				t.Errorf("%s: RenewAll changed more than Expires (-want +got):\n%s", ref, diff)
+			}
+			// The store's clock read at the renewal is after the
+			// acquisition, so Expires is at least Acquired + ttl.
+			if got := renewed[i].Expires.Sub(leases[i].Acquired); got < 2*longTTL {
+				t.Errorf("%s: renewed until Acquired + %v, want at least + %v", ref, got, 2*longTTL)
+			}
+			if diff := cmp.Diff(renewed[i], e.currentOf(t, ref)); diff != "" {
+				t.Errorf("%s: Current after RenewAll (-renewed +current):\n%s", ref, diff)
+			}
+		default:
+			if renewed[i] != (statestore.Lease{}) {
+				t.Errorf("%s (case %d): fenced, yet RenewAll returned lease %+v", ref, c, renewed[i])
+			}
+			wantFenced(t, errs[i], leases[i], want[i])
+			if diff := cmp.Diff(want[i], e.currentOf(t, ref)); diff != "" {
+				t.Errorf("%s (case %d): a fenced renewal changed the lease (-want +got):\n%s", ref, c, diff)
+			}
+		}
+	}
+}
+
+func (e *env) currentOf(t *testing.T, ref statestore.SlotRef) statestore.Lease {
+	t.Helper()
+	l, err := e.s.Current(e.ctx, ref)
+	if err != nil {
+		t.Fatalf("Current(%s): %v", ref, err)
+	}
+	return l
+}
+
+// AcquireAll, ReleaseAll and HotKeysAll over many slots (several batches)
+// give per slot what their single forms give: free, released, expired and
+// own leases are granted at epoch + 1, live ones of another holder refused;
+// only current leases are released; hot sets come back for the slots that
+// have them and empty for the rest.
+func testBatchOpsManySlots(t *testing.T, e *env) {
+	const slots = 40
+	refs := make([]statestore.SlotRef, slots)
+	for i := range refs {
+		refs[i] = statestore.SlotRef{Space: e.space, Slot: uint32(i)}
+	}
+	// Slot i%5: 0 free, 1 held by b, 2 held by a, 3 released by b, 4 expired lease of b.
+	before := make([]statestore.Lease, slots)
+	for i, ref := range refs {
+		var err error
+		switch i % 5 {
+		case 1:
+			before[i], err = e.s.Acquire(e.ctx, ref, "b", "b:1", longTTL)
+		case 2:
+			before[i], err = e.s.Acquire(e.ctx, ref, "a", "a:1", longTTL)
+		case 3:
+			if before[i], err = e.s.Acquire(e.ctx, ref, "b", "b:1", longTTL); err == nil {
+				err = e.s.Release(e.ctx, before[i])
+			}
+		case 4:
+			before[i], err = e.s.Acquire(e.ctx, ref, "b", "b:1", shortTTL)
+		}
+		if err != nil {
+			t.Fatalf("setting up %s: %v", ref, err)
+		}
+	}
+	e.h.Advance(t, expire)
+	leases, errs := e.s.AcquireAll(e.ctx, refs, "a", "a:1", longTTL)
+	for i, ref := range refs {
+		if i%5 == 1 {
+			var he *statestore.HeldError
+			if !errors.As(errs[i], &he) {
+				t.Errorf("%s held by b: err = %v, want a HeldError", ref, errs[i])
+			} else if diff := cmp.Diff(before[i], he.Lease); diff != "" {
+				t.Errorf("%s: HeldError.Lease (-want +got):\n%s", ref, diff)
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("%s: AcquireAll: %v", ref, errs[i])
+			continue
+		}
+		want := statestore.Lease{Slot: ref, Holder: "a", Addr: "a:1", Epoch: before[i].Epoch + 1}
+		if diff := cmp.Diff(want, leases[i], cmpopts.IgnoreFields(statestore.Lease{}, "Acquired", "Expires")); diff != "" {
+			t.Errorf("%s: AcquireAll (-want +got):\n%s", ref, diff)
+		}
+		if got := leases[i].Expires.Sub(leases[i].Acquired); got != longTTL {
+			t.Errorf("%s: Expires = Acquired + %v, want + %v", ref, got, longTTL)
+		}
+		if diff := cmp.Diff(leases[i], e.currentOf(t, ref)); diff != "" {
+			t.Errorf("%s: Current after AcquireAll (-want +got):\n%s", ref, diff)
+		}
+	}
+
+	// Hot sets in every third slot, written by whoever holds it.
+	for i, ref := range refs {
+		if i%3 != 0 {
+			continue
+		}
+		l := leases[i]
+		if i%5 == 1 {
+			l = before[i]
+		}
+		if _, err := e.s.Flush(e.ctx, l, []*statestore.Record{rec(fmt.Sprintf("k%d", i), 1, "x"), rec(fmt.Sprintf("j%d", i), 1, "y")}); err != nil {
+			t.Fatalf("Flush to %s: %v", ref, err)
+		}
+	}
+	hot, err := e.s.HotKeysAll(e.ctx, refs, 1)
+	if err != nil {
+		t.Fatalf("HotKeysAll: %v", err)
+	}
+	// LoadAll gives each slot what Load gives it: both keys where they were
+	// written, nothing for a key of another slot or none.
+	keys := make([][]string, slots)
+	for i := range refs {
+		keys[i] = []string{fmt.Sprintf("k%d", i), fmt.Sprintf("j%d", (i+1)%slots), "none"}
+	}
+	loaded, err := e.s.LoadAll(e.ctx, refs, keys)
+	if err != nil {
+		t.Fatalf("LoadAll: %v", err)
+	}
+	if len(loaded) != slots {
+		t.Fatalf("LoadAll returned %d maps for %d slots", len(loaded), slots)
+	}
+	for i, ref := range refs {
+		one, err := e.s.Load(e.ctx, ref, keys[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(one, loaded[i], recordOpts); diff != "" {
+			t.Errorf("%s: LoadAll (-Load +LoadAll):\n%s", ref, diff)
+		}
+		if want := map[bool]int{true: 1, false: 0}[i%3 == 0]; len(loaded[i]) != want {
+			t.Errorf("%s: LoadAll found %d records, want %d", ref, len(loaded[i]), want)
+		}
+	}
+	if len(hot) != slots {
+		t.Fatalf("HotKeysAll returned %d sets for %d slots", len(hot), slots)
+	}
+	for i, ref := range refs {
+		one, err := e.s.HotKeys(e.ctx, ref, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(one, hot[i], cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: HotKeysAll (-HotKeys +HotKeysAll):\n%s", ref, diff)
+		}
+		if wantN := map[bool]int{true: 1, false: 0}[i%3 == 0]; len(hot[i]) != wantN {
+			t.Errorf("%s: %d hot keys, want %d", ref, len(hot[i]), wantN)
+		}
+	}
+
+	// Release a's leases, b's live ones with a stale epoch (no effect), and
+	// a's leases again (no longer current: no error, no effect).
+	var rel []statestore.Lease
+	for i := range refs {
+		if i%5 == 1 {
+			stale := before[i]
+			stale.Epoch--
+			rel = append(rel, stale)
+		} else {
+			rel = append(rel, leases[i])
+		}
+	}
+	for _, round := range []string{"first", "second"} {
+		for i, err := range e.s.ReleaseAll(e.ctx, rel) {
+			if err != nil {
+				t.Errorf("%s ReleaseAll of %s: %v", round, rel[i].Slot, err)
+			}
+		}
+	}
+	for i, ref := range refs {
+		want := statestore.Lease{Slot: ref, Epoch: leases[i].Epoch}
+		if i%5 == 1 {
+			want = before[i]
+		}
+		if diff := cmp.Diff(want, e.currentOf(t, ref)); diff != "" {
+			t.Errorf("%s after ReleaseAll (-want +got):\n%s", ref, diff)
+		}
 	}
 }
 
@@ -857,6 +1119,143 @@ func testHandoff(t *testing.T, e *env) {
 	waitClosed(t, ch)
 }
 
+// AcquireWith takes the lease as Acquire does. With Load it reads the keys
+// as Load does, once the lease is the caller's: a held slot gives a
+// HeldError and no records; a free one the lease and the records written
+// before it, absent keys absent. With AskHolder a refusal also sends the
+// holder the caller's handoff request, as RequestHandoff does; without it,
+// or when the lease is granted, nothing is sent. So of the calls below only
+// the refused one with AskHolder reaches a's watcher, and a marker sent
+// last is the next message there (the store handles the calls in order,
+// and a subscriber gets messages in the order they were published).
+func testAcquireWith(t *testing.T, e *env) {
+	holder := e.space + "/pod-a"
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	watch, err := e.s.WatchHandoffs(ctx, holder)
+	if err != nil {
+		t.Fatalf("WatchHandoffs: %v", err)
+	}
+	a, err := e.s.Acquire(e.ctx, e.slot, holder, "a:1", longTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.flush(t, a, rec("k", 3, "three"), rec("gone", 1, "x"))
+	e.flush(t, a, &statestore.Record{Key: "gone", Version: 2, Deleted: true})
+	for _, ask := range []bool{false, true} {
+		_, recs, err := e.s.AcquireWith(e.ctx, e.slot, "b", "b:1", longTTL, statestore.AcquireOptions{Load: []string{"k"}, AskHolder: ask})
+		var he *statestore.HeldError
+		if !errors.As(err, &he) || he.Lease != a {
+			t.Fatalf("AcquireWith (ask %v) of a's live lease: %v, want a HeldError with %+v", ask, err, a)
+		}
+		if recs != nil {
+			t.Errorf("a refused AcquireWith returned records %v", recs)
+		}
+	}
+	select {
+	case got := <-watch:
+		want := statestore.HandoffRequest{Slot: e.slot, Asker: "b", AskerAddr: "b:1"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("handoff request sent by AcquireWith (-want +got):\n%s", diff)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("no handoff request within %v", waitFor)
+	}
+	if err := e.s.Release(e.ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	l, recs, err := e.s.AcquireWith(e.ctx, e.slot, "b", "b:1", longTTL, statestore.AcquireOptions{Load: []string{"k", "gone", "never"}, AskHolder: true})
+	if err != nil {
+		t.Fatalf("AcquireWith of a free slot: %v", err)
+	}
+	want := statestore.Lease{Slot: e.slot, Holder: "b", Addr: "b:1", Epoch: a.Epoch + 1}
+	if diff := cmp.Diff(want, l, cmpopts.IgnoreFields(statestore.Lease{}, "Acquired", "Expires")); diff != "" {
+		t.Errorf("AcquireWith lease (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(l, e.current(t)); diff != "" {
+		t.Errorf("Current after AcquireWith (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]*statestore.Record{"k": rec("k", 3, "three")}, recs, recordOpts); diff != "" {
+		t.Errorf("AcquireWith records (-want +got):\n%s", diff)
+	}
+	// With no options it is Acquire: our own lease again, at the next epoch.
+	again, recs, err := e.s.AcquireWith(e.ctx, e.slot, "b", "b:1", longTTL, statestore.AcquireOptions{})
+	if err != nil || again.Epoch != l.Epoch+1 || len(recs) != 0 {
+		t.Errorf("AcquireWith without options = %+v, %v, %v; want b's lease at epoch %d", again, recs, err, l.Epoch+1)
+	}
+	// The last message on a's channel marks the end: nothing else came.
+	end := statestore.HandoffRequest{Slot: e.slot, Asker: "end"}
+	if err := e.s.RequestHandoff(e.ctx, end, holder); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-watch:
+		if diff := cmp.Diff(end, got); diff != "" {
+			t.Errorf("a's watcher got more than one request from AcquireWith (-want +got):\n%s", diff)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("no handoff request within %v", waitFor)
+	}
+}
+
+// ReleaseFor frees the lease like Release and, when it did, tells the
+// asker on its WatchHandoffs channel, marked Released; a request to the
+// same watcher is not marked. A stale ReleaseFor frees nothing and sends
+// nothing: of two calls, the stale one first, the watcher's first message
+// is the second's (the store handles them in order, and a subscriber gets
+// messages in the order they were published).
+func testReleaseFor(t *testing.T, e *env) {
+	asker := e.space + "/pod-b"
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	ch, err := e.s.WatchHandoffs(ctx, asker)
+	if err != nil {
+		t.Fatalf("WatchHandoffs: %v", err)
+	}
+	next := func() statestore.HandoffRequest {
+		t.Helper()
+		select {
+		case req, ok := <-ch:
+			if !ok {
+				t.Fatal("handoff channel closed while waiting")
+			}
+			return req
+		case <-time.After(waitFor):
+			t.Fatalf("nothing delivered within %v", waitFor)
+		}
+		return statestore.HandoffRequest{}
+	}
+	a := e.acquire(t, "a", longTTL)
+	stale := a
+	stale.Epoch--
+	if err := e.s.ReleaseFor(e.ctx, stale, statestore.HandoffRequest{Slot: e.slot, Asker: asker, AskerAddr: "stale"}); err != nil {
+		t.Fatalf("ReleaseFor of a stale lease: %v, want nil", err)
+	}
+	if diff := cmp.Diff(a, e.current(t)); diff != "" {
+		t.Fatalf("a stale ReleaseFor changed the lease (-want +got):\n%s", diff)
+	}
+	if err := e.s.ReleaseFor(e.ctx, a, statestore.HandoffRequest{Slot: e.slot, Asker: asker, AskerAddr: "b:1"}); err != nil {
+		t.Fatalf("ReleaseFor: %v", err)
+	}
+	if diff := cmp.Diff(statestore.Lease{Slot: e.slot, Epoch: a.Epoch}, e.current(t)); diff != "" {
+		t.Errorf("Current after ReleaseFor (-want +got):\n%s", diff)
+	}
+	want := statestore.HandoffRequest{Slot: e.slot, Asker: asker, AskerAddr: "b:1", Released: true}
+	if diff := cmp.Diff(want, next()); diff != "" {
+		t.Errorf("notice (-want +got):\n%s", diff)
+	}
+	if b := e.acquire(t, "b", longTTL); b.Epoch != a.Epoch+1 {
+		t.Errorf("Acquire after ReleaseFor: epoch %d, want %d", b.Epoch, a.Epoch+1)
+	}
+	req := statestore.HandoffRequest{Slot: e.slot, Asker: "pod-c", AskerAddr: "c:1"}
+	if err := e.s.RequestHandoff(e.ctx, req, asker); err != nil {
+		t.Fatalf("RequestHandoff: %v", err)
+	}
+	if diff := cmp.Diff(req, next()); diff != "" {
+		t.Errorf("request after the notice (-want +got):\n%s", diff)
+	}
+}
+
 func testInvalidArguments(t *testing.T, e *env) {
 	l := e.acquire(t, "a", longTTL)
 	noHolder := l
@@ -881,6 +1280,11 @@ func testInvalidArguments(t *testing.T, e *env) {
 		}, "record 1 has an empty key"},
 		{"flush without holder", func() error { _, err := e.s.Flush(e.ctx, noHolder, nil); return err }, "holder"},
 		{"handoff to nobody", func() error { return e.s.RequestHandoff(e.ctx, statestore.HandoffRequest{Slot: e.slot}, "") }, "holder"},
+		{"release for nobody", func() error { return e.s.ReleaseFor(e.ctx, l, statestore.HandoffRequest{Slot: e.slot}) }, "asker"},
+		{"LoadAll without a key list per slot", func() error {
+			_, err := e.s.LoadAll(e.ctx, []statestore.SlotRef{e.slot, e.slot}, [][]string{{"k"}})
+			return err
+		}, "key lists"},
 	}
 	for _, tc := range tests {
 		err := tc.call()
@@ -907,12 +1311,30 @@ func testClosed(t *testing.T, e *env) {
 	}
 	waitClosed(t, ch)
 	calls := map[string]func() error{
-		"Load":           func() error { _, err := e.s.Load(e.ctx, e.slot, []string{"k"}); return err },
-		"Flush":          func() error { _, err := e.s.Flush(e.ctx, l, nil); return err },
-		"HotKeys":        func() error { _, err := e.s.HotKeys(e.ctx, e.slot, 1); return err },
-		"Acquire":        func() error { _, err := e.s.Acquire(e.ctx, e.slot, "a", "", longTTL); return err },
-		"Renew":          func() error { _, err := e.s.Renew(e.ctx, l, longTTL); return err },
-		"Release":        func() error { return e.s.Release(e.ctx, l) },
+		"Load":    func() error { _, err := e.s.Load(e.ctx, e.slot, []string{"k"}); return err },
+		"Flush":   func() error { _, err := e.s.Flush(e.ctx, l, nil); return err },
+		"HotKeys": func() error { _, err := e.s.HotKeys(e.ctx, e.slot, 1); return err },
+		"Acquire": func() error { _, err := e.s.Acquire(e.ctx, e.slot, "a", "", longTTL); return err },
+		"Renew":   func() error { _, err := e.s.Renew(e.ctx, l, longTTL); return err },
+		"Release": func() error { return e.s.Release(e.ctx, l) },
+		"ReleaseFor": func() error {
+			return e.s.ReleaseFor(e.ctx, l, statestore.HandoffRequest{Slot: e.slot, Asker: "b"})
+		},
+		"RenewAll": func() error { _, errs := e.s.RenewAll(e.ctx, []statestore.Lease{l}, longTTL); return errs[0] },
+		"AcquireAll": func() error {
+			_, errs := e.s.AcquireAll(e.ctx, []statestore.SlotRef{e.slot}, "a", "", longTTL)
+			return errs[0]
+		},
+		"ReleaseAll": func() error { return e.s.ReleaseAll(e.ctx, []statestore.Lease{l})[0] },
+		"HotKeysAll": func() error { _, err := e.s.HotKeysAll(e.ctx, []statestore.SlotRef{e.slot}, 1); return err },
+		"LoadAll": func() error {
+			_, err := e.s.LoadAll(e.ctx, []statestore.SlotRef{e.slot}, [][]string{{"k"}})
+			return err
+		},
+		"AcquireWith": func() error {
+			_, _, err := e.s.AcquireWith(e.ctx, e.slot, "a", "", longTTL, statestore.AcquireOptions{Load: []string{"k"}})
+			return err
+		},
 		"Current":        func() error { _, err := e.s.Current(e.ctx, e.slot); return err },
 		"RequestHandoff": func() error { return e.s.RequestHandoff(e.ctx, statestore.HandoffRequest{Slot: e.slot}, "a") },
 		"WatchHandoffs":  func() error { _, err := e.s.WatchHandoffs(e.ctx, "a"); return err },

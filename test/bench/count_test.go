@@ -238,7 +238,11 @@ func classify(args []string) string {
 		}
 		switch key := args[3]; {
 		case args[2] == "1" && strings.HasSuffix(key, ":lease"):
+			// Per slot or a batch of them (statestore's *All scripts route
+			// by their first key).
 			return kindLease
+		case args[2] == "1" && strings.HasSuffix(key, ":hot"):
+			return "hot-set read (EVALSHA)"
 		case strings.HasSuffix(key, ":lease") && len(args) > 4 && strings.HasSuffix(args[4], ":hot"):
 			return kindFlush
 		case strings.HasSuffix(key, ":marker"):

@@ -15,8 +15,8 @@ import (
 // at zero replicas, for
 //
 //   - kstate with preload: dev scales from zero when a request waits, and
-//     the new replica takes the free slots and preloads their hot entities
-//     before the router sends it anything;
+//     the new replica takes the free slots that have data and preloads
+//     their hot entities before the router sends it anything;
 //   - kstate with lazy loading (dev Options.NoPreload): the replica loads
 //     each key on its first request;
 //   - the stateless baseline started cold the same way: a front that holds

@@ -70,9 +70,6 @@ func TestP7DrainDirtyEntities(t *testing.T) {
 		}
 	}()
 	proctest.WaitFor(t, 30*time.Second, "agent ready", a.Ready)
-	if _, err := a.Prepare(ctx, nil, 0, 0); err != nil { // take every slot in one round trip
-		t.Fatal(err)
-	}
 
 	ks := keys("e", n)
 	var (
@@ -113,8 +110,10 @@ func TestP7DrainDirtyEntities(t *testing.T) {
 	if err != nil {
 		t.Fatalf("drain: %v (flushed %d in %s)", err, sum.Flushed, sum.Took)
 	}
-	if sum.Flushed != n || sum.Released != cfg.Slots {
-		t.Errorf("drain flushed %d entities and released %d slots, want %d and %d", sum.Flushed, sum.Released, n, cfg.Slots)
+	// Every slot an entity landed in: all 4096 at benchmark scale, fewer in
+	// the smoke run.
+	if held := len(st.GetSlots()); sum.Flushed != n || sum.Released != held {
+		t.Errorf("drain flushed %d entities and released %d slots, want %d and %d", sum.Flushed, sum.Released, n, held)
 	}
 	checkStored(t, redis.Server.URL(), cfg, ks)
 

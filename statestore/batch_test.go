@@ -1,0 +1,113 @@
+package statestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kstate-dev/kstate/internal/redistest"
+)
+
+// On Redis Cluster a batch script may only touch keys its node serves. A
+// batch that holds keys of other nodes (as one built from a stale slot map
+// would) must still give every slot the right answer: the node refuses
+// those keys with status 2, untouched, and the store retries each with the
+// per-slot script, which the cluster client routes by itself.
+func TestRedisClusterBatchRetriesKeysOfOtherNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes, _ := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	r, err := NewRedis(ctx, "redis+cluster://"+nodes[0].Addr(), RedisOptions{BatchKeys: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	r.mixNodes = true
+
+	space := redistest.UniqueSpace(t)
+	const n = 48
+	refs := make([]SlotRef, n)
+	for i := range refs {
+		refs[i] = SlotRef{Space: space, Slot: uint32(i)}
+	}
+	cc := r.c.(*redis.ClusterClient)
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		node, err := cc.MasterForKey(ctx, leaseKey(ref))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[node.Options().Addr] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("the %d slots live on %d node(s); the test needs a batch that spans nodes", n, len(seen))
+	}
+
+	held, err := r.Acquire(ctx, refs[5], "b", "b:1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, errs := r.AcquireAll(ctx, refs, "a", "a:1", time.Hour)
+	for i, ref := range refs {
+		if i == 5 {
+			var he *HeldError
+			if !errors.As(errs[i], &he) || he.Lease != held {
+				t.Errorf("%s held by b: %v, want a HeldError with %+v", ref, errs[i], held)
+			}
+			continue
+		}
+		if errs[i] != nil || leases[i].Epoch != 1 || leases[i].Holder != "a" {
+			t.Errorf("%s: AcquireAll = %+v, %v; want a's lease at epoch 1", ref, leases[i], errs[i])
+		}
+	}
+	leases[5] = held
+	for i := 0; i < n; i += 4 {
+		if _, err := r.Flush(ctx, leases[i], []*Record{{Key: fmt.Sprint("k", i), Version: 1}}); err != nil {
+			t.Fatalf("Flush to %s: %v", refs[i], err)
+		}
+	}
+	hot, err := r.HotKeysAll(ctx, refs, 10)
+	if err != nil {
+		t.Fatalf("HotKeysAll: %v", err)
+	}
+	for i, ref := range refs {
+		var want []string
+		if i%4 == 0 {
+			want = []string{fmt.Sprint("k", i)}
+		}
+		if diff := cmp.Diff(want, hot[i], cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: hot keys (-want +got):\n%s", ref, diff)
+		}
+	}
+	stale := leases[7]
+	stale.Epoch = 9
+	renewing := append([]Lease{stale}, leases...)
+	renewed, errs := r.RenewAll(ctx, renewing, 2*time.Hour)
+	var fe *FencedError
+	if !errors.As(errs[0], &fe) || fe.Current != leases[7] {
+		t.Errorf("stale lease: %v, want a FencedError naming %+v", errs[0], leases[7])
+	}
+	for i := 1; i < len(renewing); i++ {
+		if errs[i] != nil || renewed[i].Epoch != renewing[i].Epoch || !renewed[i].Expires.After(renewing[i].Expires) {
+			t.Errorf("%s: RenewAll = %+v, %v; want it renewed", renewing[i].Slot, renewed[i], errs[i])
+		}
+	}
+	for i, err := range r.ReleaseAll(ctx, leases) {
+		if err != nil {
+			t.Errorf("ReleaseAll of %s: %v", refs[i], err)
+		}
+	}
+	for _, ref := range refs {
+		if cur, err := r.Current(ctx, ref); err != nil || cur.Holder != "" {
+			t.Errorf("%s after ReleaseAll: %+v, %v; want it free", ref, cur, err)
+		}
+	}
+}
