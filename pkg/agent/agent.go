@@ -301,7 +301,10 @@ func replyOnly(r *functionv1.HandleResponse) *functionv1.HandleResponse {
 // mailbox, so there is one load per key at a time.
 func (a *Agent) ensureLoaded(ctx context.Context, s *slot, e *entity) error {
 	e.mu.Lock()
-	loaded := e.loaded
+	// A hint preloaded while another agent held the slot may be older than
+	// what that agent wrote since: it is read again under our lease (the
+	// slot's revalidation usually did that already).
+	loaded := e.loaded && !e.unverified
 	e.mu.Unlock()
 	if loaded {
 		a.stats.hits.Add(1)
@@ -317,6 +320,7 @@ func (a *Agent) ensureLoaded(ctx context.Context, s *slot, e *entity) error {
 	}
 	e.mu.Lock()
 	e.setLoaded(recs[e.key], a)
+	e.unverified = false
 	e.mu.Unlock()
 	return nil
 }
@@ -864,8 +868,18 @@ const preloadBatch = 1024
 // within the budgets, never replacing what events have already seen.
 func (a *Agent) preload(ctx context.Context, slots []*slot, keys [][]string, maxEntities, maxBytes int64) (loaded, bytes int64, err error) {
 	refs := make([]statestore.SlotRef, len(slots))
+	// What was read counts as verified only if this agent held the slot,
+	// at one epoch, from before the read until it is installed: a slot
+	// taken over (or handed to us) in between may have been written by
+	// its previous holder after the read.
+	heldAt := make([]uint64, len(slots)) // epoch held before the read; 0: not held
 	for i, s := range slots {
 		refs[i] = s.ref
+		s.mu.Lock()
+		if s.phase == phaseHeld {
+			heldAt[i] = s.lease.Epoch
+		}
+		s.mu.Unlock()
 	}
 	recs, err := a.store.LoadAll(ctx, refs, keys)
 	if err != nil {
@@ -873,7 +887,7 @@ func (a *Agent) preload(ctx context.Context, slots []*slot, keys [][]string, max
 	}
 	for i, s := range slots {
 		s.mu.Lock()
-		held := s.phase == phaseHeld
+		held := heldAt[i] != 0 && s.phase == phaseHeld && s.lease.Epoch == heldAt[i]
 		for _, k := range keys[i] {
 			rec := recs[i][k]
 			if rec == nil || loaded >= maxEntities || bytes >= maxBytes || s.entities[k] != nil {

@@ -512,6 +512,61 @@ func TestPreloadedHintRevalidatedOnHandoff(t *testing.T) {
 	}
 }
 
+// midLoadStore runs a hook once, after LoadAll has read from the store and
+// before the agent installs what it read.
+type midLoadStore struct {
+	statestore.Store
+	hook func()
+}
+
+func (m *midLoadStore) LoadAll(ctx context.Context, s []statestore.SlotRef, keys [][]string) ([]map[string]*statestore.Record, error) {
+	recs, err := m.Store.LoadAll(ctx, s, keys)
+	if h := m.hook; h != nil {
+		m.hook = nil
+		h()
+	}
+	return recs, err
+}
+
+// A preload read while another agent held the slot stays a hint even if the
+// slot comes over before the read is installed: the previous holder may
+// have written the key after the read.
+func TestPreloadReadBeforeTheSlotCameOverIsAHint(t *testing.T) {
+	mem := memStore(t)
+	ctx := context.Background()
+	const slots = 64
+	slot := slotOf("k", slots)
+	k2 := ""
+	for i := 0; k2 == ""; i++ {
+		if c := fmt.Sprint("other-", i); slotOf(c, slots) == slot {
+			k2 = c
+		}
+	}
+	a := startAgent(t, testConfig("a", "ns/midload"), mem, &counterFn{})
+	a.Invoke(ctx, event("k", "", "add", 1))
+	a.Flush(ctx)
+	store := &midLoadStore{Store: mem}
+	b := startAgent(t, testConfig("b", "ns/midload"), store, &counterFn{})
+	store.hook = func() {
+		// After b read k at count 1: a writes count 2, then b takes the
+		// slot (a hands it over, flushing count 2) for another key.
+		a.Invoke(ctx, event("k", "", "add", 1))
+		if _, err := b.Invoke(ctx, event(k2, "", "add", 1)); err != nil {
+			t.Errorf("b taking the slot: %v", err)
+		}
+	}
+	if _, err := b.Prepare(ctx, []uint32{slot}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if store.hook != nil {
+		t.Fatal("Prepare did not load the slot")
+	}
+	res, err := b.Invoke(ctx, event("k", "", "get", 0))
+	if err != nil || replyCount(t, res) != 2 {
+		t.Fatalf("b: %v, %v; want count 2, not the count 1 read before the slot came over", res, err)
+	}
+}
+
 // Kill Redis (AOF) in the middle of a run and start it again: warm keys are
 // served throughout, and afterwards nothing acknowledged is lost.
 func TestRedisRestartLosesNothing(t *testing.T) {
