@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -110,4 +111,64 @@ func TestRedisClusterBatchRetriesKeysOfOtherNodes(t *testing.T) {
 			t.Errorf("%s after ReleaseAll: %+v, %v; want it free", ref, cur, err)
 		}
 	}
+}
+
+// When one node of a cluster is down, the batch operations answer for the
+// others: a lease granted on a live node is reported granted (not lost in
+// the down node's error), and only the down node's slots fail, each with
+// ErrUnavailable.
+func TestRedisClusterBatchOneNodeDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes, _ := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	r, err := NewRedis(ctx, "redis+cluster://"+nodes[0].Addr(), RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	space := redistest.UniqueSpace(t)
+	const n = 48
+	refs := make([]SlotRef, n)
+	on := make([]string, n) // the node serving each slot's lease key
+	cc := r.c.(*redis.ClusterClient)
+	for i := range refs {
+		refs[i] = SlotRef{Space: space, Slot: uint32(i)}
+		node, err := cc.MasterForKey(ctx, leaseKey(refs[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		on[i] = node.Options().Addr
+	}
+	down := nodes[1].Addr()
+	if !slices.Contains(on, down) || !slices.ContainsFunc(on, func(a string) bool { return a != down }) {
+		t.Fatalf("the slots' nodes %v do not include both %s and another", on, down)
+	}
+	nodes[1].Kill()
+
+	opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	leases, errs := r.AcquireAll(opCtx, refs, "a", "a:1", time.Hour)
+	granted := 0
+	for i, ref := range refs {
+		if on[i] == down {
+			if !errors.Is(errs[i], ErrUnavailable) {
+				t.Errorf("%s on the down node: %v, want ErrUnavailable", ref, errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil || leases[i].Epoch != 1 {
+			t.Errorf("%s on a live node: %+v, %v; want a's lease at epoch 1", ref, leases[i], errs[i])
+			continue
+		}
+		granted++
+	}
+	renewed, errs := r.RenewAll(opCtx, leases, time.Hour)
+	for i, ref := range refs {
+		if on[i] != down && (errs[i] != nil || renewed[i].Epoch != 1) {
+			t.Errorf("renew %s on a live node: %+v, %v", ref, renewed[i], errs[i])
+		}
+	}
+	t.Logf("%d of %d slots granted and renewed with one of three nodes down", granted, n)
 }

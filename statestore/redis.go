@@ -409,15 +409,16 @@ func (r *Redis) Acquire(ctx context.Context, slot SlotRef, holder, addr string, 
 	return l, nil
 }
 
-// evalAll runs script once per calls[i] in one pipelined round trip. A
-// reply error belongs to its own command; NOSCRIPT (the script cache was
-// lost to a restart or failover) is retried with EVAL, which also reloads
-// it, in one more round trip. Any other error means the pipeline did not
-// get through.
-func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
+// evalAll runs script once per calls[i] in one pipelined round trip. Every
+// error belongs to its own command: a reply error, or a network error, which
+// on Redis Cluster fails only the commands sent to that node while the
+// others have their replies. NOSCRIPT (the script cache was lost to a
+// restart or failover) is retried with EVAL, which also reloads it, in one
+// more round trip.
+func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(calls))
 	if len(calls) == 0 {
-		return cmds, nil
+		return cmds
 	}
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, c := range calls {
@@ -425,10 +426,7 @@ func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scrip
 		}
 		return nil
 	})
-	var replyErr redis.Error
-	if err != nil && !errors.As(err, &replyErr) {
-		return nil, err
-	}
+	ownErrors(cmds, err)
 	var again []int
 	for i := range calls {
 		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
@@ -436,18 +434,35 @@ func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scrip
 		}
 	}
 	if len(again) == 0 {
-		return cmds, nil
+		return cmds
 	}
+	retried := make([]*redis.Cmd, len(again))
 	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, i := range again {
-			cmds[i] = script.Eval(ctx, p, calls[i].keys, calls[i].args...)
+		for j, i := range again {
+			retried[j] = script.Eval(ctx, p, calls[i].keys, calls[i].args...)
 		}
 		return nil
 	})
-	if err != nil && !errors.As(err, &replyErr) {
-		return nil, err
+	ownErrors(retried, err)
+	for j, i := range again {
+		cmds[i] = retried[j]
 	}
-	return cmds, nil
+	return cmds
+}
+
+// ownErrors makes sure each command of a failed pipeline carries an error:
+// go-redis sets it on the commands a failure touched, and a command with
+// neither a reply nor an error gets the pipeline's, so that nothing reads
+// as answered that was not.
+func ownErrors(cmds []*redis.Cmd, err error) {
+	if err == nil {
+		return
+	}
+	for _, c := range cmds {
+		if c.Err() == nil && c.Val() == nil {
+			c.SetErr(err)
+		}
+	}
 }
 
 // admit validates the items of a batch operation: errs[i] is set for the
@@ -546,13 +561,7 @@ func (r *Redis) runLeaseOp(ctx context.Context, op leaseOp, items []int, rows []
 		}
 		calls[b] = scriptCall{keys: []string{key(items[0])}, args: args}
 	}
-	cmds, err := r.evalAll(ctx, op.batch, calls)
-	if err != nil {
-		for _, i := range items {
-			fail(i, err)
-		}
-		return
-	}
+	cmds := r.evalAll(ctx, op.batch, calls)
 	var away []int
 	for b, items := range batches {
 		reply, err := cmds[b].Slice()
@@ -586,12 +595,8 @@ func (r *Redis) runLeaseOp(ctx context.Context, op leaseOp, items []int, rows []
 	for _, i := range away {
 		calls = append(calls, scriptCall{keys: []string{key(i)}, args: op.oneArgs(i)})
 	}
-	cmds, err = r.evalAll(ctx, op.one, calls)
+	cmds = r.evalAll(ctx, op.one, calls)
 	for j, i := range away {
-		if err != nil {
-			fail(i, err)
-			continue
-		}
 		v, err := cmds[j].Result()
 		if err != nil {
 			fail(i, err)
@@ -732,10 +737,7 @@ func (r *Redis) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]str
 		}
 		calls[b] = scriptCall{keys: []string{key(items[0])}, args: args}
 	}
-	cmds, err := r.evalAll(ctx, hotKeysAllScript, calls)
-	if err != nil {
-		return nil, r.fail(op, err)
-	}
+	cmds := r.evalAll(ctx, hotKeysAllScript, calls)
 	var away []int
 	for b, items := range batches {
 		reply, err := cmds[b].Slice()
