@@ -120,7 +120,8 @@ start() {
 	{
 		echo "===== $(date -u +%FT%TZ) starting: $*"
 	} >>"$LOG/$name.log"
-	setsid "$@" >>"$LOG/$name.log" 2>&1 </dev/null &
+	# 8 and 9 are build.sh's and up.sh's lock files: a daemon must not hold them.
+	setsid "$@" >>"$LOG/$name.log" 2>&1 </dev/null 8>&- 9>&- &
 	echo $! >"$RUN/$name.pid"
 	step "$name started (pid $!)"
 }
