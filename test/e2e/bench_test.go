@@ -87,10 +87,7 @@ func TestBenchColdStartCluster(t *testing.T) {
 	hosts["lazy"], _ = applyKsvc(t, ns, "lazy", counterService(t, "lazy", withKstate(map[string]string{"kstate.dev/preload": "entities=1"})))
 	hosts["stateless"], _ = applyKsvc(t, ns, "hello", helloKsvc("hello"))
 	// Hot keys with state in Redis for both kstate Services.
-	var keys []string
-	for i := range 200 {
-		keys = append(keys, fmt.Sprintf("hot-%03d", i))
-	}
+	keys := entityKeys("hot", 200)
 	for _, svc := range []string{"kstate", "lazy"} {
 		for _, k := range keys {
 			count(t, hosts[svc], "POST", k, "")
@@ -147,10 +144,7 @@ func TestBenchScaleUpCluster(t *testing.T) {
 		"autoscaling.knative.dev/min-scale": "2",
 	}))
 	const rev = "counter-00001"
-	var keys []string
-	for i := range 1000 {
-		keys = append(keys, fmt.Sprintf("k-%04d", i))
-	}
+	keys := entityKeys("k", 1000)
 	for _, k := range keys {
 		count(t, host, "POST", k, "")
 	}

@@ -141,10 +141,7 @@ func TestAffinityPreloadAndCLI(t *testing.T) {
 		"autoscaling.knative.dev/min-scale": "1",
 	}))
 	const rev = "counter-00001"
-	var keys []string
-	for i := range 300 {
-		keys = append(keys, fmt.Sprintf("user-%03d", i))
-	}
+	keys := entityKeys("user", 300)
 	want := map[string]int64{}
 	for _, k := range keys {
 		want[k] = count(t, host, "POST", k, "").Count

@@ -175,9 +175,18 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	return time.Since(start)
 }
 
+// entityKeys is n entity keys named PREFIX-0000, PREFIX-0001, ...
+func entityKeys(prefix string, n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%s-%04d", prefix, i)
+	}
+	return keys
+}
+
 // counterUnderLoad applies the counter with two pods (min-scale 2) and the
 // given extra annotations, and starts a CloudEvent load of 4 workers over 40
-// keys named PREFIX-NN; it returns once 200 events were acknowledged.
+// keys named PREFIX-NNNN; it returns once 200 events were acknowledged.
 func counterUnderLoad(t *testing.T, ns, prefix string, annotations map[string]string) (string, *ceLoad) {
 	t.Helper()
 	ann := map[string]string{"kstate.dev/enabled": "true", "autoscaling.knative.dev/min-scale": "2"}
@@ -185,10 +194,7 @@ func counterUnderLoad(t *testing.T, ns, prefix string, annotations map[string]st
 		ann[k] = v
 	}
 	host, _ := applyKsvc(t, ns, "counter", counterService(t, "counter", ann))
-	var keys []string
-	for i := range 40 {
-		keys = append(keys, fmt.Sprintf("%s-%02d", prefix, i))
-	}
+	keys := entityKeys(prefix, 40)
 	load := startCELoad(t, host, keys, 4)
 	waitFor(t, "load to start", time.Minute, func() bool { return load.acknowledged() > 200 })
 	return host, load
