@@ -172,3 +172,113 @@ func TestRedisClusterBatchOneNodeDown(t *testing.T) {
 	}
 	t.Logf("%d of %d slots granted and renewed with one of three nodes down", granted, n)
 }
+
+// While a hash slot migrates, its source answers ASK for a key it no longer
+// has, and a client that follows it runs the command on the target in
+// ASKING mode. A batch declares only its first key, so a batch sent
+// through the cluster client whose first key is asked away would run all
+// its keys on the target in ASKING mode, where a key of another slot
+// importing into that node reads as absent although its lease still lives
+// on the source: a second holder at epoch 1. The batch must go to its node
+// as the slot map names it, and a redirect must send each of its keys
+// through its per-slot script instead.
+func TestRedisClusterBatchDuringMigration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes, _ := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	r, err := NewRedis(ctx, "redis+cluster://"+nodes[0].Addr(), RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	cc := r.c.(*redis.ClusterClient)
+
+	space := redistest.UniqueSpace(t)
+	const n = 48
+	refs := make([]SlotRef, n)
+	on := make([]string, n)
+	for i := range refs {
+		refs[i] = SlotRef{Space: space, Slot: uint32(i)}
+		node, err := cc.MasterForKey(ctx, leaseKey(refs[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		on[i] = node.Options().Addr
+	}
+	// refs[0] is the first key of its node's batch; held is another slot of
+	// that node. Both hash slots migrate from source to target.
+	source := on[0]
+	held := slices.Index(on[1:], source) + 1
+	if held == 0 {
+		t.Fatalf("no second slot on %s among %v", source, on)
+	}
+	var target string
+	for _, node := range nodes {
+		if node.Addr() != source {
+			target = node.Addr()
+			break
+		}
+	}
+	if !slices.Contains(on, target) {
+		t.Fatalf("the slots' nodes %v do not include the target %s", on, target)
+	}
+	b, err := r.Acquire(ctx, refs[held], "b", "b:1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	src := redis.NewClient(&redis.Options{Addr: source})
+	t.Cleanup(func() { src.Close() })
+	dst := redis.NewClient(&redis.Options{Addr: target})
+	t.Cleanup(func() { dst.Close() })
+	srcID, err := src.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstID, err := dst.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, held} {
+		hs, err := src.ClusterKeySlot(ctx, leaseKey(refs[i])).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.Do(ctx, "CLUSTER", "SETSLOT", hs, "IMPORTING", srcID).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Do(ctx, "CLUSTER", "SETSLOT", hs, "MIGRATING", dstID).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	leases, errs := r.AcquireAll(ctx, refs, "a", "a:1", time.Hour)
+	for i, ref := range refs {
+		if i == held {
+			var he *HeldError
+			if !errors.As(errs[i], &he) || he.Lease != b {
+				t.Errorf("%s held by b on the source: %+v, %v; want a HeldError with %+v", ref, leases[i], errs[i], b)
+			}
+			continue
+		}
+		if errs[i] != nil || leases[i].Epoch != 1 || leases[i].Holder != "a" {
+			t.Errorf("%s: AcquireAll = %+v, %v; want a's lease at epoch 1", ref, leases[i], errs[i])
+		}
+	}
+	if cur, err := r.Current(ctx, refs[held]); err != nil || cur != b {
+		t.Errorf("%s after AcquireAll: %+v, %v; want b's lease %+v", refs[held], cur, err, b)
+	}
+
+	mine := append(slices.Clone(leases[:held]), leases[held+1:]...)
+	renewed, errs := r.RenewAll(ctx, append(mine, b), 2*time.Hour)
+	for i, l := range append(mine, b) {
+		if errs[i] != nil || renewed[i].Epoch != l.Epoch || renewed[i].Holder != l.Holder || !renewed[i].Expires.After(l.Expires) {
+			t.Errorf("%s: RenewAll = %+v, %v; want it renewed", l.Slot, renewed[i], errs[i])
+		}
+	}
+	if _, err := r.HotKeysAll(ctx, refs, 10); err != nil {
+		t.Errorf("HotKeysAll: %v", err)
+	}
+}

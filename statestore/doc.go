@@ -61,7 +61,11 @@
 // keys as arguments and declares only the first (Redis Cluster refuses
 // declared keys of several hash slots, but lets a script without a shebang
 // line touch any key its node serves); a key the node turns out not to
-// serve is retried with the per-slot script. scripts.go has the details.
+// serve is retried with the per-slot script. Each batch goes to its node's
+// own client, which does not follow MOVED or ASK: a redirect of the first
+// key sends every key of that batch to the per-slot retry, since following
+// an ASK would run them all in ASKING mode on the importing node. scripts.go
+// has the details.
 // A proxy that routes by declared keys (twemproxy, Envoy) cannot carry them.
 // Flush sends one script call per chunk of a batch (RedisOptions.ChunkRecords
 // records or ChunkBytes bytes), all chunks in one pipelined round trip. Each

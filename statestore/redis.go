@@ -415,12 +415,55 @@ func (r *Redis) Acquire(ctx context.Context, slot SlotRef, holder, addr string, 
 // others have their replies. NOSCRIPT (the script cache was lost to a
 // restart or failover) is retried with EVAL, which also reloads it, in one
 // more round trip.
-func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+//
+// With nodes (from batches), calls[i] goes to nodes[i] itself rather than
+// through the cluster client, one pipeline per node, all at once. A node
+// client does not follow MOVED or ASK: a batch declares only its first key,
+// so a redirect of that key says nothing about the others, and following an
+// ASK would run them all in ASKING mode on the target node, which would
+// then read keys of its other importing slots as absent although they still
+// live on the source. The caller retries the keys of such a batch one by
+// one (see redirected).
+func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scriptCall, nodes []*redis.Client) []*redis.Cmd {
+	if nodes == nil {
+		return evalOn(ctx, r.c, script, calls)
+	}
+	cmds := make([]*redis.Cmd, len(calls))
+	byNode := map[*redis.Client][]int{}
+	for i, n := range nodes {
+		byNode[n] = append(byNode[n], i)
+	}
+	var wg sync.WaitGroup
+	for n, idx := range byNode {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sub := make([]scriptCall, len(idx))
+			for j, i := range idx {
+				sub[j] = calls[i]
+			}
+			for j, c := range evalOn(ctx, n, script, sub) {
+				cmds[idx[j]] = c
+			}
+		}()
+	}
+	wg.Wait()
+	return cmds
+}
+
+// pipeliner is a client evalOn can send through: the cluster client, or one
+// node's client.
+type pipeliner interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+}
+
+// evalOn is evalAll through one client.
+func evalOn(ctx context.Context, c pipeliner, script *redis.Script, calls []scriptCall) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(calls))
 	if len(calls) == 0 {
 		return cmds
 	}
-	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, c := range calls {
 			cmds[i] = script.EvalSha(ctx, p, c.keys, c.args...)
 		}
@@ -437,7 +480,7 @@ func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scrip
 		return cmds
 	}
 	retried := make([]*redis.Cmd, len(again))
-	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for j, i := range again {
 			retried[j] = script.Eval(ctx, p, calls[i].keys, calls[i].args...)
 		}
@@ -448,6 +491,15 @@ func (r *Redis) evalAll(ctx context.Context, script *redis.Script, calls []scrip
 		cmds[i] = retried[j]
 	}
 	return cmds
+}
+
+// redirected reports whether a batch sent to a node client was refused
+// because the node does not serve its first (declared) key as the slot map
+// said: MOVED, ASK, or TRYAGAIN while that slot migrates. Then none of the
+// batch ran, and each of its keys is retried with its per-slot script,
+// which the cluster client routes by itself.
+func redirected(err error) bool {
+	return redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") || redis.HasErrorPrefix(err, "TRYAGAIN")
 }
 
 // ownErrors makes sure each command of a failed pipeline carries an error:
@@ -487,37 +539,46 @@ func (r *Redis) admit(n int, slot func(int) SlotRef, validate func(int) error, e
 // of a batch script: at most BatchKeys each and, on Redis Cluster, only
 // keys that one node serves, by the client's slot map. A map that is out of
 // date costs a per-slot retry of the keys it misplaced (status 2), not an
-// error.
-func (r *Redis) batches(ctx context.Context, items []int, key func(int) string) ([][]int, error) {
+// error. On Redis Cluster it also returns the node client of each batch,
+// for evalAll (nil otherwise, and in the mixNodes test mode).
+func (r *Redis) batches(ctx context.Context, items []int, key func(int) string) ([][]int, []*redis.Client, error) {
 	groups := [][]int{items}
+	var groupNodes []*redis.Client
 	if cc, ok := r.c.(*redis.ClusterClient); ok && !r.mixNodes {
 		groups = nil
+		groupNodes = []*redis.Client{}
 		byNode := map[*redis.Client]int{}
 		for _, i := range items {
 			node, err := cc.MasterForKey(ctx, key(i))
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			g, ok := byNode[node]
 			if !ok {
 				g = len(groups)
 				byNode[node] = g
 				groups = append(groups, nil)
+				groupNodes = append(groupNodes, node)
 			}
 			groups[g] = append(groups[g], i)
 		}
 	}
 	var out [][]int
-	for _, g := range groups {
-		for len(g) > r.opts.BatchKeys {
-			out = append(out, g[:r.opts.BatchKeys])
-			g = g[r.opts.BatchKeys:]
-		}
-		if len(g) > 0 {
-			out = append(out, g)
+	var nodes []*redis.Client
+	for gi, g := range groups {
+		for len(g) > 0 {
+			b := g[:min(len(g), r.opts.BatchKeys)]
+			g = g[len(b):]
+			out = append(out, b)
+			if groupNodes != nil {
+				nodes = append(nodes, groupNodes[gi])
+			}
 		}
 	}
-	return out, nil
+	if groupNodes != nil && nodes == nil {
+		nodes = []*redis.Client{}
+	}
+	return out, nodes, nil
 }
 
 // leaseOp is one of the batched lease operations, for runLeaseOp.
@@ -546,7 +607,7 @@ type leaseOp struct {
 func (r *Redis) runLeaseOp(ctx context.Context, op leaseOp, items []int, rows [][]any, errs []error) {
 	fail := func(i int, err error) { errs[i] = r.fail(op.name+" slot "+op.slot(i).String(), err) }
 	key := func(i int) string { return leaseKey(op.slot(i)) }
-	batches, err := r.batches(ctx, items, key)
+	batches, nodes, err := r.batches(ctx, items, key)
 	if err != nil {
 		for _, i := range items {
 			fail(i, err)
@@ -561,10 +622,16 @@ func (r *Redis) runLeaseOp(ctx context.Context, op leaseOp, items []int, rows []
 		}
 		calls[b] = scriptCall{keys: []string{key(items[0])}, args: args}
 	}
-	cmds := r.evalAll(ctx, op.batch, calls)
+	cmds := r.evalAll(ctx, op.batch, calls, nodes)
 	var away []int
 	for b, items := range batches {
 		reply, err := cmds[b].Slice()
+		if nodes != nil && redirected(err) {
+			// The node no longer serves the batch's first key: nothing
+			// ran; each slot goes to the node that serves it now.
+			away = append(away, items...)
+			continue
+		}
 		if err == nil && len(reply) != op.head+len(items) {
 			err = fmt.Errorf("batch reply has %d values for %d slots", len(reply), len(items))
 		}
@@ -595,7 +662,7 @@ func (r *Redis) runLeaseOp(ctx context.Context, op leaseOp, items []int, rows []
 	for _, i := range away {
 		calls = append(calls, scriptCall{keys: []string{key(i)}, args: op.oneArgs(i)})
 	}
-	cmds = r.evalAll(ctx, op.one, calls)
+	cmds = r.evalAll(ctx, op.one, calls, nil)
 	for j, i := range away {
 		v, err := cmds[j].Result()
 		if err != nil {
@@ -725,7 +792,7 @@ func (r *Redis) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]str
 	}
 	op := fmt.Sprintf("hot keys of %d slots", len(slots))
 	key := func(i int) string { return hotKey(slots[i]) }
-	batches, err := r.batches(ctx, items, key)
+	batches, nodes, err := r.batches(ctx, items, key)
 	if err != nil {
 		return nil, r.fail(op, err)
 	}
@@ -737,10 +804,14 @@ func (r *Redis) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]str
 		}
 		calls[b] = scriptCall{keys: []string{key(items[0])}, args: args}
 	}
-	cmds := r.evalAll(ctx, hotKeysAllScript, calls)
+	cmds := r.evalAll(ctx, hotKeysAllScript, calls, nodes)
 	var away []int
 	for b, items := range batches {
 		reply, err := cmds[b].Slice()
+		if nodes != nil && redirected(err) {
+			away = append(away, items...) // as in runLeaseOp
+			continue
+		}
 		if err != nil {
 			return nil, r.fail(op, err)
 		}

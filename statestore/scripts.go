@@ -166,6 +166,11 @@ return 1
 //     client read the slot map) is refused at its first read, which
 //     redis.pcall turns into status 2 for that key alone; nothing is
 //     written to it, and the caller retries it with the per-slot script.
+//     The call goes to that node itself, not following redirects: if the
+//     node redirects KEYS[1] (MOVED, ASK), nothing ran, and the caller
+//     retries every key of the batch that way. (Following an ASK would run
+//     the whole script in ASKING mode on the target, which would read keys
+//     of its other importing slots as absent.)
 //   - Each key gets exactly what its per-slot script would do, with the
 //     same checks; the whole batch is one atomic step, as each per-slot
 //     call is. The replies are shorter (see each script).
