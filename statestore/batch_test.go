@@ -15,22 +15,29 @@ import (
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
 
+// clusterStore starts a three-master Redis Cluster and a store on it.
+func clusterStore(t *testing.T, opts RedisOptions) ([]*redistest.Server, *Redis) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes, _ := redistest.StartCluster(t, 3)
+	r, err := NewRedis(context.Background(), "redis+cluster://"+nodes[0].Addr(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return nodes, r
+}
+
 // On Redis Cluster a batch script may only touch keys its node serves. A
 // batch that holds keys of other nodes (as one built from a stale slot map
 // would) must still give every slot the right answer: the node refuses
 // those keys with status 2, untouched, and the store retries each with the
 // per-slot script, which the cluster client routes by itself.
 func TestRedisClusterBatchRetriesKeysOfOtherNodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a three-node cluster")
-	}
-	nodes, _ := redistest.StartCluster(t, 3)
+	_, r := clusterStore(t, RedisOptions{BatchKeys: 1000})
 	ctx := context.Background()
-	r, err := NewRedis(ctx, "redis+cluster://"+nodes[0].Addr(), RedisOptions{BatchKeys: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
 	r.mixNodes = true
 
 	space := redistest.UniqueSpace(t)
@@ -118,16 +125,8 @@ func TestRedisClusterBatchRetriesKeysOfOtherNodes(t *testing.T) {
 // the down node's error), and only the down node's slots fail, each with
 // ErrUnavailable.
 func TestRedisClusterBatchOneNodeDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a three-node cluster")
-	}
-	nodes, _ := redistest.StartCluster(t, 3)
+	nodes, r := clusterStore(t, RedisOptions{})
 	ctx := context.Background()
-	r, err := NewRedis(ctx, "redis+cluster://"+nodes[0].Addr(), RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
 	space := redistest.UniqueSpace(t)
 	const n = 48
 	refs := make([]SlotRef, n)
@@ -183,16 +182,8 @@ func TestRedisClusterBatchOneNodeDown(t *testing.T) {
 // as the slot map names it, and a redirect must send each of its keys
 // through its per-slot script instead.
 func TestRedisClusterBatchDuringMigration(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a three-node cluster")
-	}
-	nodes, _ := redistest.StartCluster(t, 3)
+	nodes, r := clusterStore(t, RedisOptions{})
 	ctx := context.Background()
-	r, err := NewRedis(ctx, "redis+cluster://"+nodes[0].Addr(), RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
 	cc := r.c.(*redis.ClusterClient)
 
 	space := redistest.UniqueSpace(t)
