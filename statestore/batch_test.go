@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -271,5 +272,93 @@ func TestRedisClusterBatchDuringMigration(t *testing.T) {
 	}
 	if _, err := r.HotKeysAll(ctx, refs, 10); err != nil {
 		t.Errorf("HotKeysAll: %v", err)
+	}
+}
+
+// AcquireWith reads its entities inside the acquire script, so on Redis
+// Cluster the grant and the reads run on one node at once, also while the
+// slot migrates: with the entity already on the target and the lease still
+// on the source, no node has all the keys and the call fails (TRYAGAIN,
+// ErrUnavailable) without granting; once the lease moved too, the call
+// runs on the target (ASK) and reads the entity there.
+func TestRedisClusterAcquireWithDuringMigration(t *testing.T) {
+	nodes, r := clusterStore(t, RedisOptions{})
+	ctx := context.Background()
+	cc := r.c.(*redis.ClusterClient)
+	ref := SlotRef{Space: redistest.UniqueSpace(t), Slot: 3}
+	node, err := cc.MasterForKey(ctx, leaseKey(ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	source := node.Options().Addr
+	var target *redistest.Server
+	for _, n := range nodes {
+		if n.Addr() != source {
+			target = n
+			break
+		}
+	}
+	a, err := r.Acquire(ctx, ref, "a", "a:1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Record{Key: "k", Version: 3, State: []byte("three"), LastAccess: time.UnixMilli(1_700_000_000_000)}
+	if _, err := r.Flush(ctx, a, []*Record{want}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Release(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+
+	src := redis.NewClient(&redis.Options{Addr: source})
+	t.Cleanup(func() { src.Close() })
+	dst := redis.NewClient(&redis.Options{Addr: target.Addr()})
+	t.Cleanup(func() { dst.Close() })
+	srcID, err := src.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstID, err := dst.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := src.ClusterKeySlot(ctx, leaseKey(ref)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Do(ctx, "CLUSTER", "SETSLOT", hs, "IMPORTING", srcID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Do(ctx, "CLUSTER", "SETSLOT", hs, "MIGRATING", dstID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	host, port, err := net.SplitHostPort(target.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	migrate := func(key string) {
+		t.Helper()
+		if err := src.Do(ctx, "MIGRATE", host, port, "", 0, 5000, "KEYS", key).Err(); err != nil {
+			t.Fatalf("MIGRATE %s: %v", key, err)
+		}
+	}
+	opts := AcquireOptions{Load: []string{"k"}}
+
+	migrate(entityPrefix(ref) + "k")
+	l, recs, err := r.AcquireWith(ctx, ref, "b", "b:1", time.Hour, opts)
+	if !errors.Is(err, ErrUnavailable) || l.Holder != "" || recs != nil {
+		t.Fatalf("AcquireWith with the keys split between nodes = %+v, %v, %v; want ErrUnavailable and no lease", l, recs, err)
+	}
+	if cur, err := r.Current(ctx, ref); err != nil || cur.Holder != "" || cur.Epoch != a.Epoch {
+		t.Fatalf("lease after the refused AcquireWith = %+v, %v; want free at epoch %d", cur, err, a.Epoch)
+	}
+
+	migrate(leaseKey(ref))
+	l, recs, err = r.AcquireWith(ctx, ref, "b", "b:1", time.Hour, opts)
+	if err != nil || l.Holder != "b" || l.Epoch != a.Epoch+1 {
+		t.Fatalf("AcquireWith with the keys on the target = %+v, %v; want b's lease at epoch %d", l, err, a.Epoch+1)
+	}
+	if diff := cmp.Diff(map[string]*Record{"k": want}, recs, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("AcquireWith records (-want +got):\n%s", diff)
 	}
 }

@@ -53,6 +53,11 @@
 // Acquire, Renew, Release and Flush are Lua scripts, loaded once by NewRedis
 // and run with EVALSHA; when Redis answers NOSCRIPT (it restarted or failed
 // over) they are sent again with EVAL. Inside them time is redis.call('TIME').
+// AcquireWith is one acquireScript call too: it declares the entity
+// keys it loads beside the lease key (one hash tag, so one cluster slot) and
+// reads them inside the script, after the grant and only if granted, so the
+// grant and the reads are one atomic step on one node, also while a slot
+// migrates between Cluster nodes.
 //
 // AcquireAll, RenewAll, ReleaseAll and HotKeysAll run one batch script per
 // RedisOptions.BatchKeys slots (512), all calls in one pipeline: a renewal

@@ -868,10 +868,15 @@ func (r *Redis) HotKeysAll(ctx context.Context, slots []SlotRef, n int) ([][]str
 	return out, nil
 }
 
-// AcquireWith implements Store: one script call (acquireScript, which
-// publishes the request itself) and the HGETALLs, in one pipeline. Redis
-// runs them in order on one connection (all keys of a slot are on one
-// Cluster node), so the loads see the slot as the lease found it.
+// AcquireWith implements Store: one call of acquireScript with the entity keys declared, which
+// publishes the request itself when the slot is held and, only when it
+// grants the lease, reads the entities in the same call. The entity keys
+// are declared keys of the script and share the lease key's hash tag, so
+// on Redis Cluster the grant and the reads are one atomic step on the node
+// that serves the slot, also while the slot migrates (an ASK-redirected
+// call reads on the target what it grants on the target; Redis answers
+// TRYAGAIN, which wraps ErrUnavailable, while the keys are split between
+// the nodes).
 func (r *Redis) AcquireWith(ctx context.Context, slot SlotRef, holder, addr string, ttl time.Duration, opts AcquireOptions) (Lease, map[string]*Record, error) {
 	if err := r.check(slot.Space); err != nil {
 		return Lease{}, nil, err
@@ -880,52 +885,42 @@ func (r *Redis) AcquireWith(ctx context.Context, slot SlotRef, holder, addr stri
 		return Lease{}, nil, err
 	}
 	op := "acquire slot " + slot.String()
-	keys := []string{leaseKey(slot)}
+	keys := make([]string, 1, 1+len(opts.Load))
+	keys[0] = leaseKey(slot)
+	prefix := entityPrefix(slot)
+	for _, k := range opts.Load {
+		keys = append(keys, prefix+k)
+	}
 	args := []any{holder, addr, ttl.Milliseconds(), "", handoffChannel("")}
 	if opts.AskHolder {
 		// HandoffRequest has only strings and numbers: Marshal cannot fail.
 		b, _ := json.Marshal(HandoffRequest{Slot: slot, Asker: holder, AskerAddr: addr})
 		args[3] = b
 	}
-	var acq *redis.Cmd
-	loads := make([]*redis.MapStringStringCmd, len(opts.Load))
-	prefix := entityPrefix(slot)
-	send := func(eval func(p redis.Pipeliner) *redis.Cmd) error {
-		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			acq = eval(p)
-			for i, k := range opts.Load {
-				loads[i] = p.HGetAll(ctx, prefix+k)
-			}
-			return nil
-		})
-		return err
-	}
-	err := send(func(p redis.Pipeliner) *redis.Cmd { return acquireScript.EvalSha(ctx, p, keys, args...) })
-	if redis.HasErrorPrefix(acq.Err(), "NOSCRIPT") {
-		// The script did not run, so the loads ran without the lease: send
-		// both again, with the script itself.
-		err = send(func(p redis.Pipeliner) *redis.Cmd { return acquireScript.Eval(ctx, p, keys, args...) })
-	}
-	var replyErr redis.Error
-	if err != nil && !errors.As(err, &replyErr) {
-		return Lease{}, nil, r.fail(op, err)
-	}
-	reply, err := acq.Slice()
+	// Run is EVALSHA, and EVAL when the script cache was lost (NOSCRIPT).
+	reply, err := acquireScript.Run(ctx, r.c, keys, args...).Slice()
 	if err != nil {
 		return Lease{}, nil, r.fail(op, err)
 	}
-	l, granted, err := leaseStatus(slot, reply)
+	if len(reply) < 6 {
+		return Lease{}, nil, fmt.Errorf("statestore: %s: lease reply has %d elements, want 6", op, len(reply))
+	}
+	l, granted, err := leaseStatus(slot, reply[:6])
 	if err != nil {
 		return Lease{}, nil, fmt.Errorf("statestore: %s: %w", op, err)
 	}
 	if !granted {
 		return Lease{}, nil, &HeldError{Lease: l}
 	}
+	loads := reply[6:]
+	if len(loads) != len(opts.Load) {
+		return l, nil, fmt.Errorf("statestore: load from slot %s: script returned %d entities, want %d", slot, len(loads), len(opts.Load))
+	}
 	recs := make(map[string]*Record, len(opts.Load))
-	for i, cmd := range loads {
-		m, err := cmd.Result()
+	for i, v := range loads {
+		m, err := hashReply(v)
 		if err != nil {
-			return l, nil, r.fail("load from slot "+slot.String(), err)
+			return l, nil, fmt.Errorf("statestore: load from slot %s: entity %q: %w", slot, opts.Load[i], err)
 		}
 		if len(m) == 0 {
 			continue
@@ -937,6 +932,28 @@ func (r *Redis) AcquireWith(ctx context.Context, slot SlotRef, holder, addr stri
 		recs[opts.Load[i]] = rec
 	}
 	return l, recs, nil
+}
+
+// hashReply decodes a script's HGETALL reply, a flat list of fields and
+// values, into the map HGETALL gives outside a script.
+func hashReply(v any) (map[string]string, error) {
+	flat, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("HGETALL reply is %T, want a list", v)
+	}
+	if len(flat)%2 != 0 {
+		return nil, fmt.Errorf("HGETALL reply has %d elements, want field and value pairs", len(flat))
+	}
+	m := make(map[string]string, len(flat)/2)
+	for j := 0; j < len(flat); j += 2 {
+		f, ok1 := flat[j].(string)
+		val, ok2 := flat[j+1].(string)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("HGETALL reply has %T and %T, want strings", flat[j], flat[j+1])
+		}
+		m[f] = val
+	}
+	return m, nil
 }
 
 // Renew implements Store.

@@ -334,6 +334,13 @@ func TestRedisScriptCacheFlushed(t *testing.T) {
 	if got, err := r.Load(bg, slot, []string{"a", "b", "c"}); err != nil || len(got) != 3 {
 		t.Fatalf("Load = %d records, %v; want 3", len(got), err)
 	}
+	if err := r.Client().ScriptFlush(bg).Err(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	// Our own lease again, with the records read inside the script.
+	if _, got, err := r.AcquireWith(bg, slot, "a", "", time.Hour, statestore.AcquireOptions{Load: []string{"a", "b", "c"}}); err != nil || len(got) != 3 {
+		t.Fatalf("AcquireWith after SCRIPT FLUSH = %d records, %v; want 3", len(got), err)
+	}
 	if _, eval := evalCalls(t, r.Client()); eval == 0 {
 		t.Error("no EVAL fallback was run, so NOSCRIPT was not exercised")
 	}

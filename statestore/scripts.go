@@ -29,10 +29,13 @@ local function lease(l)
 end
 `
 
-// acquireScript: KEYS[1] lease; ARGV holder, addr, ttl_ms, and optionally
-// a handoff request and the channel prefix the holder's name completes:
-// then a live lease of another holder also gets the request published on
-// its channel, so asking for a handoff costs no round trip of its own.
+// acquireScript: KEYS[1] lease, KEYS[2..] entity keys to read once granted
+// (AcquireWith; none for Acquire); ARGV holder, addr, ttl_ms, and
+// optionally a handoff request and the channel prefix the holder's name
+// completes: then a live lease of another holder also gets the request
+// published on its channel, so asking for a handoff costs no round trip of
+// its own. Returns the lease reply, and when granted one HGETALL reply per
+// entity key after it.
 var acquireScript = redis.NewScript(luaNow + `
 local l = redis.call('HMGET', KEYS[1], 'holder', 'addr', 'epoch', 'acq', 'exp')
 local now = nowms()
@@ -51,7 +54,14 @@ local epoch = string.format('%d', (tonumber(l[3]) or 0) + 1)
 local acq = string.format('%d', now)
 local exp = string.format('%d', now + tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'addr', ARGV[2], 'epoch', epoch, 'acq', acq, 'exp', exp)
-return {1, ARGV[1], ARGV[2], epoch, acq, exp}
+-- AcquireWith's entities, read only once granted: they share the lease's
+-- hash tag, so on Redis Cluster the grant and the reads are one step on one
+-- node, even while the slot migrates.
+local out = {1, ARGV[1], ARGV[2], epoch, acq, exp}
+for i = 2, #KEYS do
+  out[#out + 1] = redis.call('HGETALL', KEYS[i])
+end
+return out
 `)
 
 // renewScript: KEYS[1] lease; ARGV holder, epoch, ttl_ms.

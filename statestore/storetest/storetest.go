@@ -1120,9 +1120,9 @@ func testHandoff(t *testing.T, e *env) {
 }
 
 // AcquireWith takes the lease as Acquire does. With Load it reads the keys
-// as Load does, once the lease is the caller's: a held slot gives a
-// HeldError and no records; a free one the lease and the records written
-// before it, absent keys absent. With AskHolder a refusal also sends the
+// as Load does, once the lease is the caller's, and only if granted: a held
+// slot gives a HeldError and no records (nil); a free one the lease and the
+// records written before it, absent keys absent. With AskHolder a refusal also sends the
 // holder the caller's handoff request, as RequestHandoff does; without it,
 // or when the lease is granted, nothing is sent. So of the calls below only
 // the refused one with AskHolder reaches a's watcher, and a marker sent
@@ -1140,7 +1140,11 @@ func testAcquireWith(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.flush(t, a, rec("k", 3, "three"), rec("gone", 1, "x"))
+	// j has a dedup list, so the records come back decoded in full, each
+	// under its own key whatever the order of Load.
+	j := rec("j", 5, "five")
+	j.Dedup = []statestore.DedupEntry{{Source: "src", ID: "ev-1", Outcome: []byte("ok")}}
+	e.flush(t, a, rec("k", 3, "three"), rec("gone", 1, "x"), j)
 	e.flush(t, a, &statestore.Record{Key: "gone", Version: 2, Deleted: true})
 	for _, ask := range []bool{false, true} {
 		_, recs, err := e.s.AcquireWith(e.ctx, e.slot, "b", "b:1", longTTL, statestore.AcquireOptions{Load: []string{"k"}, AskHolder: ask})
@@ -1164,7 +1168,7 @@ func testAcquireWith(t *testing.T, e *env) {
 	if err := e.s.Release(e.ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	l, recs, err := e.s.AcquireWith(e.ctx, e.slot, "b", "b:1", longTTL, statestore.AcquireOptions{Load: []string{"k", "gone", "never"}, AskHolder: true})
+	l, recs, err := e.s.AcquireWith(e.ctx, e.slot, "b", "b:1", longTTL, statestore.AcquireOptions{Load: []string{"never", "k", "gone", "j"}, AskHolder: true})
 	if err != nil {
 		t.Fatalf("AcquireWith of a free slot: %v", err)
 	}
@@ -1175,7 +1179,7 @@ func testAcquireWith(t *testing.T, e *env) {
 	if diff := cmp.Diff(l, e.current(t)); diff != "" {
 		t.Errorf("Current after AcquireWith (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(map[string]*statestore.Record{"k": rec("k", 3, "three")}, recs, recordOpts); diff != "" {
+	if diff := cmp.Diff(map[string]*statestore.Record{"k": rec("k", 3, "three"), "j": j}, recs, recordOpts); diff != "" {
 		t.Errorf("AcquireWith records (-want +got):\n%s", diff)
 	}
 	// With no options it is Acquire: our own lease again, at the next epoch.
