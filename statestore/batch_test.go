@@ -16,6 +16,18 @@ import (
 	"github.com/kstate-dev/kstate/internal/redistest"
 )
 
+// clusterNode is a plain client of one cluster node, and the node's id.
+func clusterNode(t *testing.T, addr string) (*redis.Client, string) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	id, err := c.Do(context.Background(), "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, id
+}
+
 // clusterStore starts a three-master Redis Cluster and a store on it.
 func clusterStore(t *testing.T, opts RedisOptions) ([]*redistest.Server, *Redis) {
 	t.Helper()
@@ -221,18 +233,8 @@ func TestRedisClusterBatchDuringMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	src := redis.NewClient(&redis.Options{Addr: source})
-	t.Cleanup(func() { src.Close() })
-	dst := redis.NewClient(&redis.Options{Addr: target})
-	t.Cleanup(func() { dst.Close() })
-	srcID, err := src.Do(ctx, "CLUSTER", "MYID").Text()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dstID, err := dst.Do(ctx, "CLUSTER", "MYID").Text()
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, srcID := clusterNode(t, source)
+	dst, dstID := clusterNode(t, target)
 	for _, i := range []int{0, held} {
 		hs, err := src.ClusterKeySlot(ctx, leaseKey(refs[i])).Result()
 		if err != nil {
@@ -310,18 +312,8 @@ func TestRedisClusterAcquireWithDuringMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	src := redis.NewClient(&redis.Options{Addr: source})
-	t.Cleanup(func() { src.Close() })
-	dst := redis.NewClient(&redis.Options{Addr: target.Addr()})
-	t.Cleanup(func() { dst.Close() })
-	srcID, err := src.Do(ctx, "CLUSTER", "MYID").Text()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dstID, err := dst.Do(ctx, "CLUSTER", "MYID").Text()
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, srcID := clusterNode(t, source)
+	dst, dstID := clusterNode(t, target.Addr())
 	hs, err := src.ClusterKeySlot(ctx, leaseKey(ref)).Result()
 	if err != nil {
 		t.Fatal(err)
