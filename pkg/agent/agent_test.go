@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/internal/redistest"
 	functionv1 "github.com/kstate-dev/kstate/proto/function/v1"
 	"github.com/kstate-dev/kstate/statestore"
@@ -424,7 +425,7 @@ func TestNoBounceAndExactCounts(t *testing.T) {
 	}
 	ctx := context.Background()
 	start := time.Now()
-	var acked ackCounter
+	var acked proctest.Tally
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for _, pod := range []string{"a", "b"} {
@@ -438,7 +439,7 @@ func TestNoBounceAndExactCounts(t *testing.T) {
 				default:
 				}
 				if _, _, err := invokeFollowing(ctx, agents, pod, event("k", "", "add", 1)); err == nil {
-					acked.add("k", 1)
+					acked.Add("k", 1)
 				}
 			}
 		}(pod)
@@ -459,10 +460,11 @@ func TestNoBounceAndExactCounts(t *testing.T) {
 		}
 	}
 	s := agents["a"].store
-	if got := storedCount(t, s, space, 64, "k"); got != acked.m["k"] {
-		t.Errorf("stored %d, acknowledged %d", got, acked.m["k"])
+	ackedK := acked.Snapshot()["k"]
+	if got := storedCount(t, s, space, 64, "k"); got != ackedK {
+		t.Errorf("stored %d, acknowledged %d", got, ackedK)
 	}
-	t.Logf("%d acknowledged increments, %d handoffs in %s", acked.m["k"], moves, elapsed.Round(time.Millisecond))
+	t.Logf("%d acknowledged increments, %d handoffs in %s", ackedK, moves, elapsed.Round(time.Millisecond))
 }
 
 func TestPrepareLoadsHotEntities(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,21 +172,6 @@ func (f *flakyStore) RenewAll(ctx context.Context, leases []statestore.Lease, tt
 		return make([]statestore.Lease, len(leases)), errs
 	}
 	return f.Store.RenewAll(ctx, leases, ttl)
-}
-
-// ackCounter tracks acknowledged increments per key, from many goroutines.
-type ackCounter struct {
-	mu sync.Mutex
-	m  map[string]int64
-}
-
-func (a *ackCounter) add(key string, n int64) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.m == nil {
-		a.m = map[string]int64{}
-	}
-	a.m[key] += n
 }
 
 // invokeFollowing invokes on agents[i], following 421 answers to the named
