@@ -28,6 +28,23 @@ func clusterNode(t *testing.T, addr string) (*redis.Client, string) {
 	return c, id
 }
 
+// startMigrating puts the hash slot of key into migration from src to dst:
+// IMPORTING on dst, then MIGRATING on src, as redis-cli --cluster does.
+func startMigrating(t *testing.T, src *redis.Client, srcID string, dst *redis.Client, dstID, key string) {
+	t.Helper()
+	ctx := context.Background()
+	hs, err := src.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Do(ctx, "CLUSTER", "SETSLOT", hs, "IMPORTING", srcID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Do(ctx, "CLUSTER", "SETSLOT", hs, "MIGRATING", dstID).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // clusterStore starts a three-master Redis Cluster and a store on it.
 func clusterStore(t *testing.T, opts RedisOptions) ([]*redistest.Server, *Redis) {
 	t.Helper()
@@ -236,16 +253,7 @@ func TestRedisClusterBatchDuringMigration(t *testing.T) {
 	src, srcID := clusterNode(t, source)
 	dst, dstID := clusterNode(t, target)
 	for _, i := range []int{0, held} {
-		hs, err := src.ClusterKeySlot(ctx, leaseKey(refs[i])).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := dst.Do(ctx, "CLUSTER", "SETSLOT", hs, "IMPORTING", srcID).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := src.Do(ctx, "CLUSTER", "SETSLOT", hs, "MIGRATING", dstID).Err(); err != nil {
-			t.Fatal(err)
-		}
+		startMigrating(t, src, srcID, dst, dstID, leaseKey(refs[i]))
 	}
 
 	leases, errs := r.AcquireAll(ctx, refs, "a", "a:1", time.Hour)
@@ -314,16 +322,7 @@ func TestRedisClusterAcquireWithDuringMigration(t *testing.T) {
 
 	src, srcID := clusterNode(t, source)
 	dst, dstID := clusterNode(t, target.Addr())
-	hs, err := src.ClusterKeySlot(ctx, leaseKey(ref)).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Do(ctx, "CLUSTER", "SETSLOT", hs, "IMPORTING", srcID).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Do(ctx, "CLUSTER", "SETSLOT", hs, "MIGRATING", dstID).Err(); err != nil {
-		t.Fatal(err)
-	}
+	startMigrating(t, src, srcID, dst, dstID, leaseKey(ref))
 	host, port, err := net.SplitHostPort(target.Addr())
 	if err != nil {
 		t.Fatal(err)
