@@ -546,7 +546,6 @@ func (r *Redis) batches(ctx context.Context, items []int, key func(int) string) 
 	var groupNodes []*redis.Client
 	if cc, ok := r.c.(*redis.ClusterClient); ok && !r.mixNodes {
 		groups = nil
-		groupNodes = []*redis.Client{}
 		byNode := map[*redis.Client]int{}
 		for _, i := range items {
 			node, err := cc.MasterForKey(ctx, key(i))
@@ -574,9 +573,6 @@ func (r *Redis) batches(ctx context.Context, items []int, key func(int) string) 
 				nodes = append(nodes, groupNodes[gi])
 			}
 		}
-	}
-	if groupNodes != nil && nodes == nil {
-		nodes = []*redis.Client{}
 	}
 	return out, nodes, nil
 }
