@@ -2,7 +2,10 @@ package statestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,4 +172,71 @@ func BenchmarkFlushVsBare(b *testing.B) {
 			b.ReportMetric(bare.Seconds()/flush.Seconds(), "flush/bare")
 		})
 	}
+}
+
+// BenchmarkRenewAll measures what an entity space's slot count costs Redis
+// while nothing happens: every slot's lease is renewed once per renew
+// interval (a third of the lease TTL) by whichever pod holds it, so a space
+// costs S renewals per interval however many pods share it. Each op is one
+// renewal round of all S leases (RenewAll, 512 to a script call). It reports
+// Redis's own CPU time per round (INFO cpu, user + sys, so the client's cost
+// is left out) and what that is as a share of one Redis core at the default
+// renew interval of 10s/3. docs/routing.md ("Why 4096 slots") quotes it.
+//
+//	go test -run '^$' -bench RenewAll -benchtime 20x ./statestore/
+func BenchmarkRenewAll(b *testing.B) {
+	const ttl = 10 * time.Second
+	renewEvery := (ttl / 3).Seconds()
+	for _, slots := range []int{4096, 16384, 65536} {
+		b.Run(fmt.Sprintf("slots=%d", slots), func(b *testing.B) {
+			srv := redistest.Start(b, redistest.WithArgs("--appendfsync", "always"))
+			ctx := context.Background()
+			r, err := NewRedis(ctx, srv.URL(), RedisOptions{})
+			if err != nil {
+				b.Fatalf("NewRedis: %v", err)
+			}
+			b.Cleanup(func() { r.Close() })
+			refs := make([]SlotRef, slots)
+			for i := range refs {
+				refs[i] = SlotRef{Space: "bench/svc", Slot: uint32(i)}
+			}
+			leases, errs := r.AcquireAll(ctx, refs, "bench-pod", "", ttl)
+			if err := errors.Join(errs...); err != nil {
+				b.Fatalf("AcquireAll: %v", err)
+			}
+			cpu0 := redisCPU(b, r)
+			b.ResetTimer()
+			for range b.N {
+				if _, errs := r.RenewAll(ctx, leases, ttl); errors.Join(errs...) != nil {
+					b.Fatalf("RenewAll: %v", errors.Join(errs...))
+				}
+			}
+			b.StopTimer()
+			perRound := (redisCPU(b, r) - cpu0) / float64(b.N)
+			b.ReportMetric(perRound*1000, "redis-cpu-ms/round")
+			b.ReportMetric(100*perRound/renewEvery, "redis-core-%")
+		})
+	}
+}
+
+// redisCPU is the seconds of CPU the Redis server has used, user and system.
+func redisCPU(b *testing.B, r *Redis) float64 {
+	b.Helper()
+	info, err := r.c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatalf("INFO cpu: %v", err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || (name != "used_cpu_user" && name != "used_cpu_sys") {
+			continue
+		}
+		f, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			b.Fatalf("INFO cpu %s=%q: %v", name, value, err)
+		}
+		total += f
+	}
+	return total
 }

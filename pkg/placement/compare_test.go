@@ -41,6 +41,7 @@ func TestPlacementComparison(t *testing.T) {
 	compareSlotTables(t, w)
 	compareRouters(t, w)
 	sweepKstate(t, w)
+	scaleSteps(t, w)
 	fmt.Fprintf(w, "Total time of the comparison: %s.\n", time.Since(start).Round(time.Second))
 }
 
@@ -208,6 +209,37 @@ func sweepKstate(t *testing.T, w io.Writer) {
 		fmt.Fprintf(w, "| %d | %.2f | %.4f | %.3f, %.3f | %.3f, %.3f | %d | %s | %s |\n",
 			c.slots, float64(c.percent)/100, agg.balance, agg.joinMean, agg.joinWorst, agg.leaveMean, agg.leaveWorst, holdsUpTo, rebuild[0], rebuild[1])
 		t.Logf("sweep: %d slots, bound %d%% done", c.slots, c.percent)
+	}
+	fmt.Fprintln(w)
+}
+
+// scaleSteps measures scale events of more than one pod, which is how
+// Knative's autoscaler usually scales: the cascade of a single join is
+// spread over more moved slots when several pods join at once.
+func scaleSteps(t *testing.T, w io.Writer) {
+	fmt.Fprintln(w, "### kstate placement, several pods joining at once (4096 slots)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Slots that changed owner divided by the ideal S*k/(N+k), over 6 random member sets per step.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| N -> N+k | moved/ideal (mean, worst) |")
+	fmt.Fprintln(w, "| --- | ---: |")
+	r := rand.New(rand.NewSource(7))
+	const trials = 6
+	for _, step := range [][2]int{{10, 11}, {10, 12}, {10, 20}, {50, 51}, {50, 55}, {50, 75}, {100, 101}, {100, 105}, {100, 110}, {100, 150}} {
+		from, to := step[0], step[1]
+		var mean, worst float64
+		for range trials {
+			members := podNames(r, from)
+			grown := slices.Clone(members)
+			for len(grown) < to {
+				grown = append(grown, newPodName(r, grown))
+			}
+			moved := Moved(mustNew(t, members, DefaultSlots), mustNew(t, grown, DefaultSlots))
+			ratio := float64(len(moved)) * float64(to) / float64(DefaultSlots*(to-from))
+			mean += ratio / trials
+			worst = max(worst, ratio)
+		}
+		fmt.Fprintf(w, "| %d -> %d | %.3f, %.3f |\n", from, to, mean, worst)
 	}
 	fmt.Fprintln(w)
 }
