@@ -3,8 +3,11 @@ package autoscaler
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	adminv1 "github.com/kstate-dev/kstate/proto/admin/v1"
@@ -26,8 +29,25 @@ type grpcAdmin struct{}
 // admin API has no TLS; see docs/operations.md).
 func NewAdminClient() AdminClient { return grpcAdmin{} }
 
-func (grpcAdmin) call(addr string, f func(adminv1.AdminClient) error) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// listenWait bounds how long Prepare waits for a joining pod's agent to
+// accept a connection. The pod informer shows a pod with its IP before its
+// containers run, so the first Prepare usually arrives early. Failing at
+// once would leave the retry to the workqueue's backoff, and gRPC's own
+// reconnect backoff starts at a second: either delayed the preload, and so
+// the pod's readiness, by 0.3 s and more after the agent listened
+// (docs/performance.md, P5 on the cluster). Waiting, with reconnects every
+// 20 ms or so, lands it within tens of milliseconds. The bound keeps a pod
+// whose agent never listens from holding its revision's reconcile for the
+// whole prepare timeout.
+const listenWait = 10 * time.Second
+
+var joiningPodBackoff = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.3, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
+	MinConnectTimeout: time.Second,
+})
+
+func (grpcAdmin) call(addr string, f func(adminv1.AdminClient) error, opts ...grpc.DialOption) error {
+	conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return fmt.Errorf("admin client for %s: %w", addr, err)
 	}
@@ -39,8 +59,22 @@ func (g grpcAdmin) Prepare(ctx context.Context, addr string, req *adminv1.Prepar
 	err = g.call(addr, func(c adminv1.AdminClient) error {
 		resp, err = c.Prepare(ctx, req)
 		return err
-	})
+	}, joiningPodBackoff, grpc.WithUnaryInterceptor(waitForListener))
 	return resp, err
+}
+
+// waitForListener makes a call wait, up to listenWait, until the
+// connection is up, then runs it under the caller's own deadline.
+func waitForListener(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	wctx, cancel := context.WithTimeout(ctx, listenWait)
+	defer cancel()
+	cc.Connect()
+	for state := cc.GetState(); state != connectivity.Ready; state = cc.GetState() {
+		if !cc.WaitForStateChange(wctx, state) {
+			return fmt.Errorf("agent at %s not accepting connections (last state %s): %w", cc.Target(), state, wctx.Err())
+		}
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
 func (g grpcAdmin) Stats(ctx context.Context, addr string) (resp *adminv1.StatsResponse, err error) {
