@@ -66,7 +66,6 @@ func quantile(d []time.Duration, q float64) time.Duration {
 // in each round, so they share the machine's conditions.
 func TestBenchColdStartCluster(t *testing.T) {
 	benchOnly(t)
-	t.Parallel()
 	const rounds = 5
 	ns, _ := kstateNamespace(t)
 	window := map[string]string{"autoscaling.knative.dev/window": "6s"}
@@ -134,10 +133,14 @@ func TestBenchColdStartCluster(t *testing.T) {
 // min-scale). It compares the p99 while slots move (from the scale request
 // until four pods are Ready, plus 5 s) with the p99 of the steady phase
 // before it, and reports failed requests and the joining pods' first-hit
-// ratio.
+// ratio. For context it then runs the same scale-up of a stateless Service
+// (Knative's hello) under the same loop: what starting two pods costs the
+// requests on this node without any state.
+//
+// The benchmarks do not run in parallel with each other: each one's pods
+// and load would be the other's noise.
 func TestBenchScaleUpCluster(t *testing.T) {
 	benchOnly(t)
-	t.Parallel()
 	ns, _ := kstateNamespace(t)
 	host, _ := applyKsvc(t, ns, "counter", counterService(t, "counter", map[string]string{
 		"kstate.dev/enabled":                "true",
@@ -149,7 +152,60 @@ func TestBenchScaleUpCluster(t *testing.T) {
 		count(t, host, "POST", k, "")
 	}
 	before := readyPods(t, ns, rev)
+	kstate := scaleUpUnderLoad(t, ns, rev, func(n int) (int, error) {
+		code, _, err := request("POST", host, "/", "", map[string]string{"Kstate-Key": keys[n%len(keys)]})
+		return code, err
+	})
 
+	var hits, misses int64
+	for _, p := range readyPods(t, ns, rev) {
+		if contains(before, p) {
+			continue
+		}
+		st := statsOf(t, ns, p)
+		hits, misses = hits+st.CacheHits, misses+st.CacheMisses
+	}
+
+	helloNS := namespace(t)
+	helloHost, _ := applyKsvc(t, helloNS, "hello", strings.Replace(helloKsvc("hello"),
+		"autoscaling.knative.dev/window: \"6s\"", "autoscaling.knative.dev/min-scale: \"2\"", 1))
+	stateless := scaleUpUnderLoad(t, helloNS, "hello-00001", func(int) (int, error) {
+		code, _, err := request("GET", helloHost, "/", "", nil)
+		return code, err
+	})
+
+	ratio := float64(hits) / float64(max(hits+misses, 1))
+	benchRow(t, "| P4 cluster | first-hit ratio on the joining pods | %.3f (%d/%d) | — | — | ≥ 0.95 |", ratio, hits, hits+misses)
+	benchRow(t, "| P4 cluster | p99 while slots move, 2 → 4 pods (%d requests over %v) | %v | steady %v | %.2f× | ≤ 3× |",
+		len(kstate.moving), kstate.window.Round(100*time.Millisecond), kstate.p99Moving(), kstate.p99Steady(), kstate.ratio())
+	benchRow(t, "| P4 cluster | failed requests during the scale-up | %d of %d | — | — | 0 |", kstate.failed, kstate.total)
+	benchRow(t, "| P4 cluster | the same scale-up of a stateless Service (hello): p99 while pods start / steady | %v / %v | — | %.2f× | — |",
+		stateless.p99Moving(), stateless.p99Steady(), stateless.ratio())
+	if kstate.failed > 0 {
+		t.Errorf("%d of %d kstate requests failed during the scale-up", kstate.failed, kstate.total)
+	}
+}
+
+// scaleUpRun is one scale-up under load: request latencies before the scale
+// (steady) and from the scale request until 5 s after four pods were Ready
+// (moving).
+type scaleUpRun struct {
+	steady, moving []time.Duration
+	window         time.Duration // scale request to four Ready pods
+	failed, total  int
+}
+
+func (r scaleUpRun) p99Steady() time.Duration { return quantile(r.steady, .99).Round(time.Microsecond) }
+func (r scaleUpRun) p99Moving() time.Duration { return quantile(r.moving, .99).Round(time.Microsecond) }
+func (r scaleUpRun) ratio() float64 {
+	return float64(quantile(r.moving, .99)) / float64(quantile(r.steady, .99))
+}
+
+// scaleUpUnderLoad runs send in a closed loop of 8 workers (n counts each
+// worker's requests, interleaved so the workers cover different keys),
+// scales revision rev from 2 to 4 pods after a 20 s steady phase, and keeps
+// the load 10 s past the fourth Ready pod.
+func scaleUpUnderLoad(t *testing.T, ns, rev string, send func(n int) (int, error)) scaleUpRun {
 	type sample struct {
 		at   time.Time
 		took time.Duration
@@ -159,7 +215,8 @@ func TestBenchScaleUpCluster(t *testing.T) {
 	var samples []sample
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := range 8 {
+	const workers = 8
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -169,9 +226,8 @@ func TestBenchScaleUpCluster(t *testing.T) {
 					return
 				default:
 				}
-				k := keys[(n*8+w)%len(keys)]
 				start := time.Now()
-				code, _, err := request("POST", host, "/", "", map[string]string{"Kstate-Key": k})
+				code, err := send(n*workers + w)
 				mu.Lock()
 				samples = append(samples, sample{start, time.Since(start), err == nil && code == 200})
 				mu.Unlock()
@@ -181,43 +237,30 @@ func TestBenchScaleUpCluster(t *testing.T) {
 	time.Sleep(20 * time.Second) // the steady phase: a measurement window, not a wait for a condition
 	scaleAt := time.Now()
 	mustKubectl(t, "", "-n", ns, "annotate", "pa", rev, "autoscaling.knative.dev/min-scale=4", "--overwrite")
-	waitFor(t, "four ready pods", 3*time.Minute, func() bool { return len(readyPods(t, ns, rev)) == 4 })
+	waitFor(t, "four ready pods of "+rev, 3*time.Minute, func() bool { return len(readyPods(t, ns, rev)) == 4 })
 	readyAt := time.Now()
 	time.Sleep(10 * time.Second) // after the move: part of the measured window
 	close(stop)
 	wg.Wait()
 
-	var steady, moving []time.Duration
-	failed := 0
+	run := scaleUpRun{window: readyAt.Sub(scaleAt), total: len(samples)}
 	for _, s := range samples {
 		if !s.ok {
-			failed++
+			run.failed++
 			continue
 		}
 		switch {
 		case s.at.Before(scaleAt):
-			steady = append(steady, s.took)
+			run.steady = append(run.steady, s.took)
 		case s.at.Before(readyAt.Add(5 * time.Second)):
-			moving = append(moving, s.took)
+			run.moving = append(run.moving, s.took)
 		}
 	}
-	var hits, misses int64
-	for _, p := range readyPods(t, ns, rev) {
-		if contains(before, p) {
-			continue
-		}
-		st := statsOf(t, ns, p)
-		hits, misses = hits+st.CacheHits, misses+st.CacheMisses
+	t.Logf("%s: %d requests (%d failed); steady %d (p50 %v p99 %v p999 %v), scale-up %d over %v (p50 %v p99 %v p999 %v)",
+		rev, run.total, run.failed, len(run.steady), quantile(run.steady, .5), quantile(run.steady, .99), quantile(run.steady, .999),
+		len(run.moving), run.window.Round(time.Millisecond), quantile(run.moving, .5), quantile(run.moving, .99), quantile(run.moving, .999))
+	if len(run.steady) == 0 || len(run.moving) == 0 {
+		t.Fatalf("%s: no samples in one of the phases", rev)
 	}
-	t.Logf("%d requests (%d failed); steady %d (p50 %v p99 %v p999 %v), rebalance %d over %v (p50 %v p99 %v p999 %v)",
-		len(samples), failed, len(steady), quantile(steady, .5), quantile(steady, .99), quantile(steady, .999),
-		len(moving), readyAt.Sub(scaleAt).Round(time.Millisecond), quantile(moving, .5), quantile(moving, .99), quantile(moving, .999))
-	if len(steady) == 0 || len(moving) == 0 {
-		t.Fatal("no samples in one of the phases")
-	}
-	ratio := float64(hits) / float64(max(hits+misses, 1))
-	benchRow(t, "| P4 cluster | first-hit ratio on the joining pods | %.3f (%d/%d) | — | — | ≥ 0.95 |", ratio, hits, hits+misses)
-	benchRow(t, "| P4 cluster | p99 while slots move, 2 → 4 pods | %v | steady %v | %.2f× | ≤ 3× |",
-		quantile(moving, .99).Round(time.Microsecond), quantile(steady, .99).Round(time.Microsecond), float64(quantile(moving, .99))/float64(quantile(steady, .99)))
-	benchRow(t, "| P4 cluster | failed requests during the scale-up | %d of %d | — | — | 0 |", failed, len(samples))
+	return run
 }
