@@ -22,6 +22,7 @@ import (
 
 	"github.com/kstate-dev/kstate/internal/proctest"
 	"github.com/kstate-dev/kstate/pkg/dev"
+	"github.com/kstate-dev/kstate/test/bench/stateless"
 )
 
 // control is the client for control requests and warm-up traffic.
@@ -165,34 +166,7 @@ func add(t *testing.T, url, key string) countReply {
 	return c
 }
 
-// statelessHandler is the baseline function: no state in memory, a Redis
-// GET and SET per request. It answers like the counter example.
-func statelessHandler(rdb *redis.Client) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := r.Header.Get("Kstate-Key")
-		in := struct {
-			By int64 `json:"by"`
-		}{By: 1}
-		if err := json.NewDecoder(r.Body).Decode(&in); err != nil && err != io.EOF {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		n, err := rdb.Get(r.Context(), "stateless:"+key).Int64()
-		if err != nil && err != redis.Nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		n += in.By
-		if err := rdb.Set(r.Context(), "stateless:"+key, n, 0).Err(); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(countReply{Key: key, Count: n})
-	})
-}
-
-// statelessServer serves statelessHandler on 127.0.0.1.
+// statelessServer serves the stateless baseline on 127.0.0.1.
 type statelessServer struct {
 	addr, url string
 	rdb       *redis.Client
@@ -217,7 +191,7 @@ func startStateless(redisURL string) (*statelessServer, error) {
 		return nil, err
 	}
 	addr := lis.Addr().String()
-	s := &statelessServer{addr: addr, url: "http://" + addr + "/", rdb: rdb, hs: &http.Server{Handler: statelessHandler(rdb), ReadHeaderTimeout: 10 * time.Second}}
+	s := &statelessServer{addr: addr, url: "http://" + addr + "/", rdb: rdb, hs: &http.Server{Handler: stateless.Handler(rdb), ReadHeaderTimeout: 10 * time.Second}}
 	go s.hs.Serve(lis)
 	return s, nil
 }

@@ -9,6 +9,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/kstate-dev/kstate/pkg/dev"
+	"github.com/kstate-dev/kstate/test/bench/stateless"
 )
 
 // TestP2WarmCounter: one warm counter key served by kstate (dev, one
@@ -170,9 +171,9 @@ func TestP2WarmCounter(t *testing.T) {
 // storedCount reads the stateless baseline's count of key from Redis.
 func storedCount(t *testing.T, r *redisCounter, key string) int64 {
 	t.Helper()
-	n, err := r.c.Get(context.Background(), "stateless:"+key).Int64()
+	n, err := r.c.Get(context.Background(), stateless.KeyPrefix+key).Int64()
 	if err != nil {
-		t.Fatalf("reading stateless:%s: %v", key, err)
+		t.Fatalf("reading %s%s: %v", stateless.KeyPrefix, key, err)
 	}
 	return n
 }

@@ -4,9 +4,12 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -263,4 +266,189 @@ func scaleUpUnderLoad(t *testing.T, ns, rev string, send func(n int) (int, error
 		t.Fatalf("%s: no samples in one of the phases", rev)
 	}
 	return run
+}
+
+// TestBenchWarmCounterCluster is P2 on the cluster: one warm key of the
+// kstate counter against the stateless baseline (test/bench/stateless: a
+// Redis GET and SET per request), each one pod, both behind the activator
+// (the baseline gets target-burst-capacity -1 as kstate's webhook gives the
+// counter), each with its own Redis on the node address, so both cross the
+// same ingress, activator and queue-proxy. Redis is on the node, with no
+// added delay: a round trip here is a loopback one, which flatters the
+// baseline (docs/performance.md).
+//
+// It measures, alternating the sides: latency under an open-loop load
+// (each request sent at its scheduled time whatever the earlier ones did,
+// its latency counted from that time), throughput of a closed loop of 16
+// workers, and the commands each side's Redis ran per request (INFO
+// total_commands_processed: commands inside scripts included).
+func TestBenchWarmCounterCluster(t *testing.T) {
+	benchOnly(t)
+	const (
+		rate    = 200 // requests a second, open loop
+		openFor = 10 * time.Second
+		satFor  = 5 * time.Second
+		rounds  = 2
+		key     = "warm"
+	)
+	ns, kstateRedis := kstateNamespace(t)
+	onePod := map[string]string{"autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "1"}
+	kAnn := map[string]string{"kstate.dev/enabled": "true"}
+	for k, v := range onePod {
+		kAnn[k] = v
+	}
+	statelessRedis := startRedis(t)
+	hosts := map[string]string{}
+	hosts["kstate"], _ = applyKsvc(t, ns, "counter", counterService(t, "counter", kAnn))
+	hosts["stateless"], _ = applyKsvc(t, ns, "stateless", fmt.Sprintf(`apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: stateless
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/min-scale: "1"
+        autoscaling.knative.dev/max-scale: "1"
+        autoscaling.knative.dev/target-burst-capacity: "-1"
+    spec:
+      containers:
+      - image: %s
+        env:
+        - name: REDIS_URL
+          value: redis://%s
+`, imageRef(t, "stateless-counter"), statelessRedis.Addr))
+	redisOf := map[string]string{"kstate": kstateRedis, "stateless": statelessRedis.Addr}
+	send := func(side string) (int, error) {
+		code, _, err := request("POST", hosts[side], "/", "", map[string]string{"Kstate-Key": key})
+		return code, err
+	}
+	for _, side := range []string{"kstate", "stateless"} {
+		for range 50 { // warm: the key loaded, connections open
+			if code, err := send(side); err != nil || code != 200 {
+				t.Fatalf("%s warm-up: %d %v", side, code, err)
+			}
+		}
+	}
+
+	latency := map[string][]time.Duration{}
+	commands := map[string]float64{}
+	sent := map[string]int{}
+	for r := range rounds {
+		for _, side := range []string{"kstate", "stateless"} {
+			before := redisCommands(t, redisOf[side])
+			lat, failed := openLoop(rate, openFor, func() (int, error) { return send(side) })
+			if side == "kstate" { // count the write-behind flush of the last requests too
+				pod := readyPods(t, ns, "counter-00001")[0]
+				waitFor(t, "the warm key flushed", 30*time.Second, func() bool { return statsOf(t, ns, pod).DirtyEntities == 0 })
+			}
+			commands[side] += float64(redisCommands(t, redisOf[side]) - before)
+			sent[side] += len(lat) + failed
+			latency[side] = append(latency[side], lat...)
+			if failed > 0 {
+				t.Errorf("round %d %s: %d of %d requests failed", r, side, failed, len(lat)+failed)
+			}
+			t.Logf("round %d %s open loop: %d requests, p50 %v p99 %v", r, side, len(lat), quantile(lat, .5), quantile(lat, .99))
+		}
+	}
+	served := map[string]int{}
+	for r := range rounds {
+		for _, side := range []string{"kstate", "stateless"} {
+			n, failed := closedLoop(16, satFor, func() (int, error) { return send(side) })
+			served[side] += n
+			if failed > 0 {
+				t.Errorf("round %d %s saturation: %d requests failed", r, side, failed)
+			}
+			t.Logf("round %d %s closed loop: %.0f req/s", r, side, float64(n)/satFor.Seconds())
+		}
+	}
+	k, s := latency["kstate"], latency["stateless"]
+	benchRow(t, "| P2 cluster | warm counter p50 latency (1 key, %d req/s open loop, %d×%v per side) | %v | %v (stateless GET+SET) | %.2f | ≤ 0.5 |",
+		rate, rounds, openFor, quantile(k, .5).Round(time.Microsecond), quantile(s, .5).Round(time.Microsecond), float64(quantile(k, .5))/float64(quantile(s, .5)))
+	benchRow(t, "| P2 cluster | p99 / p999 latency (same run) | %v / %v | %v / %v | %.2f / %.2f | — |",
+		quantile(k, .99).Round(time.Microsecond), quantile(k, .999).Round(time.Microsecond), quantile(s, .99).Round(time.Microsecond), quantile(s, .999).Round(time.Microsecond),
+		float64(quantile(k, .99))/float64(quantile(s, .99)), float64(quantile(k, .999))/float64(quantile(s, .999)))
+	sat := (rounds * satFor).Seconds()
+	kt, st := float64(served["kstate"])/sat, float64(served["stateless"])/sat
+	benchRow(t, "| P2 cluster | throughput at saturation (16 closed-loop workers, %d×%v per side) | %.0f req/s | %.0f req/s | %.2f | ≥ 2 |", rounds, satFor, kt, st, kt/st)
+	kc, sc := commands["kstate"]/float64(sent["kstate"]), commands["stateless"]/float64(sent["stateless"])
+	benchRow(t, "| P2 cluster | Redis commands run per request (INFO, inside scripts included; open-loop runs) | %.4f | %.2f | %.3f | ≤ 0.05 |", kc, sc, kc/sc)
+}
+
+// openLoop sends at rate requests a second for d, each at its scheduled
+// time in its own goroutine, and returns the latencies of the answered ones
+// (from the scheduled time, so a slow server cannot hold back the load and
+// hide its queue) and the count of failed ones.
+func openLoop(rate int, d time.Duration, send func() (int, error)) ([]time.Duration, int) {
+	n := int(d.Seconds() * float64(rate))
+	interval := time.Second / time.Duration(rate)
+	lat := make([]time.Duration, n)
+	ok := make([]bool, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		at := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(at))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, err := send()
+			lat[i], ok[i] = time.Since(at), err == nil && code == 200
+		}()
+	}
+	wg.Wait()
+	var answered []time.Duration
+	for i := range n {
+		if ok[i] {
+			answered = append(answered, lat[i])
+		}
+	}
+	return answered, n - len(answered)
+}
+
+// closedLoop runs workers that each send the next request when the last
+// one is answered, for d, and returns the answered and failed counts.
+func closedLoop(workers int, d time.Duration, send func() (int, error)) (answered, failed int) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				code, err := send()
+				mu.Lock()
+				if err == nil && code == 200 {
+					answered++
+				} else {
+					failed++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return answered, failed
+}
+
+// redisCommands is the commands the Redis at addr has run (INFO stats).
+func redisCommands(t *testing.T, addr string) int64 {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("redis-cli", "-h", host, "-p", port, "INFO", "stats").Output()
+	if err != nil {
+		t.Fatalf("redis-cli INFO stats on %s: %v", addr, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("INFO total_commands_processed %q: %v", v, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no total_commands_processed in INFO stats of %s", addr)
+	return 0
 }
