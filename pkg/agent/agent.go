@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -549,6 +550,9 @@ func (a *Agent) connectLoop() {
 			a.marker.Store(id)
 			a.storeOK.Store(true)
 			a.logger.Infow("state store connected", zap.String("space", a.cfg.Space), zap.Bool("newSpace", created))
+			if !a.preloadGateOpen() {
+				a.loop(a.prepareFromZero)
+			}
 			return
 		}
 		a.logger.Warnw("state store not reachable yet", zap.Error(err))
@@ -800,6 +804,40 @@ func (a *Agent) Drain(ctx context.Context) (DrainSummary, error) {
 // store writing and fsyncing 4,096 lease records (docs/performance.md,
 // P5); and a slot nobody sends events to would only cost renewals.
 func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxBytes int64) (*adminv1.PrepareResponse, error) {
+	resp, _, err := a.prepare(ctx, slots, maxEntities, maxBytes, false)
+	if err == nil || resp != nil {
+		a.prepared.Store(true)
+	}
+	return resp, err
+}
+
+// prepareFromZero is the preload of a pod that starts alone in its space
+// (scale from zero), without waiting for the controller's Prepare: the
+// controller learns of a pod only when the kubelet reports it running,
+// which lagged the agent by 0.3 s and more on the e2e cluster, all of it
+// added to the cold start. It takes the free slots with data and preloads
+// their entities, and opens the preload gate if it got every slot with
+// data: then nobody else holds a slot of the space, and every slot is this
+// pod's in the placement. Otherwise another pod is up, and the gate waits
+// for the controller's Prepare of the slots the placement gives this pod
+// (the free slots taken on the way are handed over on their first event).
+func (a *Agent) prepareFromZero() {
+	resp, alone, err := a.prepare(a.ctx, nil, 0, 0, true)
+	switch {
+	case err != nil:
+		a.logger.Warnw("preload from zero failed; waiting for the controller's Prepare", zap.Error(err))
+	case alone:
+		a.prepared.Store(true)
+		a.logger.Infow("alone in the space: preloaded without the controller", zap.Int64("entities", resp.GetEntitiesLoaded()),
+			zap.Int64("bytes", resp.GetBytesLoaded()), zap.Int64("tookMs", resp.GetDurationMs()))
+	default:
+		a.logger.Infow("other pods hold slots of the space; waiting for the controller's Prepare")
+	}
+}
+
+// prepare is Prepare; with freeOnly it preloads only the slots it could
+// take, and alone says whether it holds every slot with data.
+func (a *Agent) prepare(ctx context.Context, slots []uint32, maxEntities, maxBytes int64, freeOnly bool) (resp *adminv1.PrepareResponse, alone bool, err error) {
 	start := a.clock.Now()
 	if maxEntities <= 0 {
 		maxEntities = a.cfg.PreloadEntities
@@ -815,7 +853,7 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 	}
 	for _, n := range slots {
 		if int(n) >= len(a.slots) {
-			return nil, fmt.Errorf("slot %d out of range: the space has %d slots", n, len(a.slots))
+			return nil, false, fmt.Errorf("slot %d out of range: the space has %d slots", n, len(a.slots))
 		}
 	}
 	// Spread the entity budget evenly, so one hot slot cannot starve the rest.
@@ -826,7 +864,7 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 	}
 	hot, err := a.store.HotKeysAll(ctx, refs, perSlot)
 	if err != nil {
-		return nil, fmt.Errorf("reading hot sets: %w", err)
+		return nil, false, fmt.Errorf("reading hot sets: %w", err)
 	}
 	var (
 		withData []*slot
@@ -839,6 +877,17 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 		}
 	}
 	a.takeFree(ctx, withData)
+	alone = true
+	for i := 0; i < len(withData); i++ {
+		if a.holds(withData[i]) {
+			continue
+		}
+		alone = false
+		if freeOnly {
+			withData, keys = slices.Delete(withData, i, i+1), slices.Delete(keys, i, i+1)
+			i--
+		}
+	}
 
 	var loaded, bytes int64
 	for from := 0; from < len(withData) && loaded < maxEntities && bytes < maxBytes; {
@@ -856,9 +905,15 @@ func (a *Agent) Prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 		}
 		from = to
 	}
-	a.prepared.Store(true)
-	resp := &adminv1.PrepareResponse{EntitiesLoaded: loaded, BytesLoaded: bytes, DurationMs: a.clock.Since(start).Milliseconds()}
-	return resp, err
+	resp = &adminv1.PrepareResponse{EntitiesLoaded: loaded, BytesLoaded: bytes, DurationMs: a.clock.Since(start).Milliseconds()}
+	return resp, alone, err
+}
+
+// holds says whether the agent holds s's lease.
+func (a *Agent) holds(s *slot) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phase == phaseHeld
 }
 
 // preloadBatch is about how many keys Prepare loads in one round trip.

@@ -645,22 +645,33 @@ func TestStoreResetDetected(t *testing.T) {
 	}
 }
 
-// With a preload gate the agent is unready until Prepare finished, or until
-// the gate's time passed.
+// With a preload gate, a pod that joins while another pod holds a slot
+// with data is unready until Prepare finished, or until the gate's time
+// passed.
 func TestPreloadGate(t *testing.T) {
+	ctx := context.Background()
+	store := memStore(t)
+	other := startAgent(t, testConfig("other", "ns/gate"), store, &counterFn{})
+	if _, err := other.Invoke(ctx, event("k", "", "add", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	cfg := testConfig("a", "ns/gate")
 	cfg.PreloadGate = time.Hour
-	a, err := New(cfg, memStore(t), &counterFn{})
+	a, err := New(cfg, store, &counterFn{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Start(context.Background())
+	a.Start(ctx)
 	defer a.Stop()
 	waitFor(t, func() bool { return a.marker.Load().(string) != "" })
 	if a.Ready() {
-		t.Fatal("ready before the preload")
+		t.Fatal("ready before the preload, while another pod holds a slot with data")
 	}
-	if _, err := a.Prepare(context.Background(), []uint32{1}, 0, 0); err != nil {
+	if _, err := a.Prepare(ctx, []uint32{1}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if !a.Ready() {
@@ -668,12 +679,12 @@ func TestPreloadGate(t *testing.T) {
 	}
 
 	fake := clocktesting.NewFakeClock(time.Now())
-	cfg.PreloadGate = time.Minute
-	b, err := New(cfg, memStore(t), &counterFn{}, WithClock(fake))
+	cfg.Pod, cfg.PreloadGate = "b", time.Minute
+	b, err := New(cfg, store, &counterFn{}, WithClock(fake))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Start(context.Background())
+	b.Start(ctx)
 	defer b.Stop()
 	waitFor(t, func() bool { return b.marker.Load().(string) != "" })
 	if b.Ready() {
@@ -682,6 +693,57 @@ func TestPreloadGate(t *testing.T) {
 	fake.Step(time.Minute)
 	if !b.Ready() {
 		t.Fatal("not ready after the gate's time: it must fall back to lazy loading")
+	}
+}
+
+// A pod that starts alone in its space (scale from zero) preloads on its
+// own and opens its gate without the controller's Prepare, holding every
+// slot with data; a space without data has nothing to wait for.
+func TestPreloadFromZeroWithoutTheController(t *testing.T) {
+	ctx := context.Background()
+	store := memStore(t)
+	keys := []string{"k1", "k2", "k3", "k4", "k5"}
+	before := startAgent(t, testConfig("before", "ns/zero"), store, &counterFn{})
+	for _, k := range keys {
+		if _, err := before.Invoke(ctx, event(k, "", "add", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := before.Drain(ctx); err != nil { // scaled to zero: flushed, leases released
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		space    string
+		entities int64
+	}{{"ns/zero", int64(len(keys))}, {"ns/empty", 0}} {
+		cfg := testConfig("a-"+tc.space, tc.space)
+		cfg.PreloadGate = time.Hour
+		a, err := New(cfg, store, &counterFn{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Start(ctx)
+		waitFor(t, a.Ready)
+		st := a.Stats()
+		if st.Entities != tc.entities || st.CacheMisses != 0 {
+			t.Errorf("%s: ready with %d entities and %d misses, want %d preloaded and none missed", tc.space, st.Entities, st.CacheMisses, tc.entities)
+		}
+		if tc.entities > 0 {
+			for _, k := range keys {
+				if !a.holds(a.slots[slotOf(k, cfg.Slots)]) {
+					t.Errorf("%s: slot of %s not held after the preload from zero", tc.space, k)
+				}
+			}
+			res, err := a.Invoke(ctx, event("k1", "", "get", 0))
+			if err != nil || replyCount(t, res) != 1 {
+				t.Errorf("%s: k1 = %v, %v; want the count 1 written before", tc.space, res, err)
+			}
+			if st := a.Stats(); st.CacheMisses != 0 {
+				t.Errorf("%s: first event after the preload missed the cache", tc.space)
+			}
+		}
+		a.Stop()
 	}
 }
 

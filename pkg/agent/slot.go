@@ -351,6 +351,10 @@ func (a *Agent) handOff(req statestore.HandoffRequest) {
 		return
 	}
 	a.dropSlot(s, lease, false)
+	// Counted before the release: the asker may serve the slot as soon as
+	// the release lands, and whoever reads both agents' stats then must
+	// see this side of the handoff too.
+	a.stats.handoffsOut.Add(1)
 	// Releasing and telling the asker is one round trip: the asker's
 	// requests for the slot are waiting for it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), a.cfg.FlushTimeout)
@@ -359,7 +363,6 @@ func (a *Agent) handOff(req statestore.HandoffRequest) {
 		log.Warnw("lease release failed", zap.Error(err))
 	}
 	cancel()
-	a.stats.handoffsOut.Add(1)
 	log.Infow("slot handed off", zap.Uint64("epoch", lease.Epoch))
 }
 
