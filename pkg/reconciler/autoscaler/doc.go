@@ -4,7 +4,9 @@
 //
 //   - asks a joining pod (running, not yet Ready: its agent is held unready
 //     by KSTATE_PRELOAD_GATE) to preload the slots the placement will give
-//     it, over the agent's admin gRPC API (Prepare), once per pod;
+//     it, over the agent's admin gRPC API (Prepare), once per pod (a pod
+//     that starts alone in its space preloads and opens its gate on its
+//     own, without waiting for this call: see pkg/agent);
 //   - sets controller.kubernetes.io/pod-deletion-cost on every Ready pod
 //     from the state it holds (Stats: entities of held slots + 10 × dirty
 //     entities), at
