@@ -74,6 +74,13 @@ type Reconciler struct {
 	// revision and pod UID. In memory: losing it on a restart costs one
 	// early refresh per pod, which is what the bound is about anyway.
 	statsAt map[types.NamespacedName]map[types.UID]time.Time
+	// prepared: the pods of each revision this replica prepared. The
+	// kstate.dev/prepared annotation says the same and survives restarts,
+	// but the pod update that carries it reaches the lister after the
+	// reconcile that the pod's own status changes queue next, which
+	// prepared the pod a second time (a second scan of the hot sets and a
+	// second preload, while the pod joins).
+	prepared map[types.NamespacedName]map[types.UID]bool
 }
 
 var _ controller.Reconciler = (*Reconciler)(nil)
@@ -128,7 +135,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) error {
 		ready[m] = true
 	}
 
-	errPrepare := r.prepare(ctx, pods, members, ready, routing.Slots, budget)
+	errPrepare := r.prepare(ctx, id, pods, members, ready, routing.Slots, budget)
 	next, errCost := r.refreshCosts(ctx, id, pods, ready)
 	if next > 0 {
 		r.enqueueAfter(id, next)
@@ -162,11 +169,12 @@ func preloadBudget(annotations map[string]string, logger *zap.SugaredLogger) con
 // success is recorded on the pod, each failure is returned, so the key is
 // retried with the workqueue's backoff. The agent's gate makes it Ready
 // even if every call fails.
-func (r *Reconciler) prepare(ctx context.Context, pods []*corev1.Pod, members []string, ready map[string]bool, slots int, budget config.Preload) error {
+func (r *Reconciler) prepare(ctx context.Context, id types.NamespacedName, pods []*corev1.Pod, members []string, ready map[string]bool, slots int, budget config.Preload) error {
 	now := r.clock.Now()
+	done := r.preparedPods(id, pods)
 	var joining []*corev1.Pod
 	for _, p := range pods {
-		if !resources.IsJoining(p, ready) {
+		if !resources.IsJoining(p, ready) || done[p.UID] {
 			continue
 		}
 		if st := p.Status.StartTime; st != nil && now.Sub(st.Time) > r.prepareWindow {
@@ -203,6 +211,9 @@ func (r *Reconciler) prepare(ctx context.Context, pods []*corev1.Pod, members []
 	for i, pod := range joining {
 		if errs[i] == nil {
 			errs[i] = r.annotate(ctx, pod, resources.PreparedAnnotationKey, resources.PreparedValue(asked[i], resps[i]))
+		}
+		if errs[i] == nil {
+			done[pod.UID] = true
 		}
 	}
 	return errors.Join(errs...)
@@ -314,9 +325,36 @@ func (r *Reconciler) refreshCosts(ctx context.Context, id types.NamespacedName, 
 	return next, errors.Join(errs...)
 }
 
+// preparedPods is the set of the revision's pods this replica prepared,
+// pruned to the pods that still exist. Only the reconcile of that revision
+// uses the set, and the workqueue never runs two of one key at once.
+func (r *Reconciler) preparedPods(id types.NamespacedName, pods []*corev1.Pod) map[types.UID]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.prepared == nil {
+		r.prepared = map[types.NamespacedName]map[types.UID]bool{}
+	}
+	done := r.prepared[id]
+	if done == nil {
+		done = map[types.UID]bool{}
+		r.prepared[id] = done
+	}
+	live := make(map[types.UID]bool, len(pods))
+	for _, p := range pods {
+		live[p.UID] = true
+	}
+	for uid := range done {
+		if !live[uid] {
+			delete(done, uid)
+		}
+	}
+	return done
+}
+
 // forget drops what is remembered of a revision.
 func (r *Reconciler) forget(id types.NamespacedName) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.statsAt, id)
+	delete(r.prepared, id)
 }

@@ -587,3 +587,25 @@ func TestCostChanged(t *testing.T) {
 		}
 	}
 }
+
+// A joining pod is prepared once, even when the next reconcile still sees
+// it without the kstate.dev/prepared annotation (the lister lags the
+// patch); a replica that restarts relies on the annotation.
+func TestPreparedOnceBeforeTheAnnotationIsSeen(t *testing.T) {
+	p1, p2, joiner := pod("pod-1", "10.0.0.1", ready), pod("pod-2", "10.0.0.2", ready), pod("pod-3", "10.0.0.3")
+	admin := &fakeAdmin{}
+	ctx := logging.WithLogger(context.Background(), logtesting.TestLogger(t))
+	r, ctx, _ := newReconciler(ctx, []runtime.Object{revision(nil), p1, p2, joiner, endpoints(p1, p2)}, admin, clocktesting.NewFakeClock(t0))
+	for range 3 {
+		if err := r.Reconcile(ctx, revKey); err != nil {
+			t.Fatalf("Reconcile: %v", err)
+		}
+	}
+	if n := len(admin.prepares); n != 1 {
+		t.Errorf("%d Prepare calls for one joining pod over three reconciles, want 1", n)
+	}
+	r.forget(revID)
+	if len(r.prepared) != 0 {
+		t.Errorf("prepared = %v after forget, want empty", r.prepared)
+	}
+}
