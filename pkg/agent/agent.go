@@ -206,7 +206,7 @@ func (a *Agent) Invoke(ctx context.Context, inv *Invocation) (*Result, error) {
 		return res, errSlotLost
 	}
 	req := &functionv1.HandleRequest{Key: inv.Key, State: e.rec.State, Exists: e.exists, Version: e.rec.Version, Event: inv.Event, Http: inv.HTTP}
-	dedup := e.rec.Dedup
+	dedup, seen := e.rec.Dedup, e.rec.Version
 	e.mu.Unlock()
 
 	if inv.Dedup {
@@ -215,6 +215,16 @@ func (a *Agent) Invoke(ctx context.Context, inv *Invocation) (*Result, error) {
 				reply := &functionv1.HandleResponse{}
 				if err := proto.Unmarshal(d.Outcome, reply); err != nil {
 					return res, fmt.Errorf("decoding the stored outcome of event %s/%s: %w", d.Source, d.ID, err)
+				}
+				// With sync durability a duplicate is acknowledged only
+				// once the first delivery's update is durable, as the
+				// first delivery would have been: its 503 may be why
+				// this retry came. The entry is in the version seen here
+				// or an earlier one.
+				if a.cfg.Durability == DurabilitySync {
+					if err := a.waitFlushed(ctx, e, seen); err != nil {
+						return res, err
+					}
 				}
 				res.Reply, res.Duplicate = reply, true
 				return res, nil
@@ -266,7 +276,13 @@ func (a *Agent) Invoke(ctx context.Context, inv *Invocation) (*Result, error) {
 	}
 	e.mu.Unlock()
 
-	if writes && a.cfg.Durability == DurabilitySync {
+	if a.cfg.Durability == DurabilitySync {
+		// A reply that writes waits for its own update; one that does
+		// not still shows the state it read, which must not be an
+		// update that is not durable yet (and may be lost) either.
+		if !writes {
+			version = seen
+		}
 		if err := a.waitFlushed(ctx, e, version); err != nil {
 			return res, err
 		}

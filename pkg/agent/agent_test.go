@@ -147,6 +147,17 @@ func TestSyncDurabilityGivesUpAfterLeaseTTL(t *testing.T) {
 	if !errors.As(err, new(*UnavailableError)) || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("sync write during an outage: %v; want an UnavailableError before the request's deadline", err)
 	}
+	// A retry of e2 while its update is still not durable must not be
+	// acknowledged from the dedup window: if this pod died now, the update
+	// would be lost (found by the e2e partition test).
+	res, err := a.Invoke(ctx, event("k", "e2", "add", 1))
+	if !errors.As(err, new(*UnavailableError)) {
+		t.Fatalf("retry of e2 during the outage: %+v, %v; want an UnavailableError, not an acknowledgement", res, err)
+	}
+	// Nor may a read show e2's update before it is durable.
+	if res, err := a.Invoke(ctx, event("k", "", "get", 0)); !errors.As(err, new(*UnavailableError)) {
+		t.Fatalf("read during the outage: %+v, %v; want an UnavailableError, not the count with e2 in it", res, err)
+	}
 	store.down.Store(false)
 	if _, err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -155,7 +166,7 @@ func TestSyncDurabilityGivesUpAfterLeaseTTL(t *testing.T) {
 		t.Errorf("stored %d after the store came back, want 2", got)
 	}
 	// The retry with the same id is answered from the dedup window.
-	res, err := a.Invoke(ctx, event("k", "e2", "add", 1))
+	res, err = a.Invoke(ctx, event("k", "e2", "add", 1))
 	if err != nil || !res.Duplicate || replyCount(t, res) != 2 {
 		t.Errorf("retry of e2: %+v, %v; want the duplicate answer with count 2", res, err)
 	}
