@@ -87,7 +87,7 @@ mkdir -p "$BIN/kstate"
 if ! (cd "$REPO_ROOT" && GOFLAGS=-mod=readonly nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/kstate/" \
 	./cmd/kstate-agent ./cmd/controller ./cmd/activator ./cmd/kn-kstate \
 	./examples/counter/cmd/counter ./examples/cart/cmd/cart ./examples/visitors/cmd/visitors ./examples/join/cmd/join \
-	./test/bench/cmd/stateless-counter) >"$LOG/build-kstate.log" 2>&1; then
+	./test/bench/cmd/stateless-counter ./test/bench/cmd/redis-delay) >"$LOG/build-kstate.log" 2>&1; then
 	tail -n 40 "$LOG/build-kstate.log" >&2
 	die "build kstate failed (log: $LOG/build-kstate.log)"
 fi
@@ -140,5 +140,6 @@ kimage kstate-controller "$BIN/kstate/controller" /ko-app/controller
 kimage kstate-activator "$BIN/kstate/activator" /ko-app/activator
 for e in counter cart visitors join; do kimage "$e" "$BIN/kstate/$e" "/$e"; done
 # The benchmarks' stateless baseline (test/bench/stateless), not part of kstate.
+# (redis-delay, the benchmarks' delay proxy, runs on the host, like kn-kstate.)
 kimage stateless-counter "$BIN/kstate/stateless-counter" /stateless-counter
 step "images: $(ls "$IMAGES"/*.tar | wc -l) tarballs in $IMAGES"

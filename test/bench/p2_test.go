@@ -9,6 +9,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/kstate-dev/kstate/pkg/dev"
+	benchdelay "github.com/kstate-dev/kstate/test/bench/delay"
 	"github.com/kstate-dev/kstate/test/bench/stateless"
 )
 
@@ -56,7 +57,7 @@ func TestP2WarmCounter(t *testing.T) {
 		add(t, base.url, hot)
 	}
 	dc.waitClean(t)
-	delayLineFor(delay).delivered() // count what the measured runs get
+	benchdelay.LineFor(delay).Delivered() // count what the measured runs get
 
 	type side struct {
 		name    string

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kstate-dev/kstate/pkg/dev"
+	benchdelay "github.com/kstate-dev/kstate/test/bench/delay"
 )
 
 // TestP4ScaleUpUnderLoad: a fixed open-loop rate over warm keys on 2
@@ -49,7 +50,7 @@ func TestP4ScaleUpUnderLoad(t *testing.T) {
 	}
 	dc.waitClean(t) // hot sets are written by flushes: preload reads them
 	initial := len(dc.preloads())
-	delayLineFor(delay).delivered()
+	benchdelay.LineFor(delay).Delivered()
 
 	var (
 		scaleStart, scaleEnd time.Time

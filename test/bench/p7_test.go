@@ -13,6 +13,7 @@ import (
 	"github.com/kstate-dev/kstate/pkg/placement"
 	functionv1 "github.com/kstate-dev/kstate/proto/function/v1"
 	"github.com/kstate-dev/kstate/statestore"
+	benchdelay "github.com/kstate-dev/kstate/test/bench/delay"
 )
 
 // drainWindow is what a pod gets between SIGTERM and SIGKILL by default
@@ -101,7 +102,7 @@ func TestP7DrainDirtyEntities(t *testing.T) {
 	}
 
 	redis.setDelay(t, delay)
-	delayLineFor(delay).delivered()
+	benchdelay.LineFor(delay).Delivered()
 	dctx, cancel := context.WithTimeout(ctx, drainWindow)
 	defer cancel()
 	sum, err := a.Drain(dctx)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -64,13 +65,14 @@ func quantile(d []time.Duration, q float64) time.Duration {
 
 // TestBenchColdStartCluster is P5 on the cluster: the first response from
 // zero for a hot key of the kstate counter (preload on), against the same
-// Service with preload cut to one entity (lazy loading) and a stateless
-// Service (Knative's hello), all three scaled from zero at the same moment
-// in each round, so they share the machine's conditions.
+// Service with preload cut to one entity (lazy loading) and the stateless
+// baseline (test/bench/stateless), all three scaled from zero at the same
+// moment in each round, so they share the machine's conditions, and each
+// with its Redis behind the same delay.
 func TestBenchColdStartCluster(t *testing.T) {
 	benchOnly(t)
 	const rounds = 5
-	ns, _ := kstateNamespace(t)
+	ns, _ := delayedKstateNamespace(t)
 	window := map[string]string{"autoscaling.knative.dev/window": "6s"}
 	withKstate := func(extra map[string]string) map[string]string {
 		m := map[string]string{"kstate.dev/enabled": "true"}
@@ -87,7 +89,10 @@ func TestBenchColdStartCluster(t *testing.T) {
 	// Its own space, so its slots and data are its own; preload of one entity
 	// is lazy loading in all but name.
 	hosts["lazy"], _ = applyKsvc(t, ns, "lazy", counterService(t, "lazy", withKstate(map[string]string{"kstate.dev/preload": "entities=1"})))
-	hosts["stateless"], _ = applyKsvc(t, ns, "hello", helloKsvc("hello"))
+	// The stateless baseline connects to its Redis before it listens and
+	// does a GET and a SET for the first request, behind the same delay.
+	statelessProxy, _ := delayedRedis(t)
+	hosts["stateless"], _ = applyKsvc(t, ns, "stateless", statelessService(t, "stateless", statelessProxy, window))
 	// Hot keys with state in Redis for both kstate Services.
 	keys := entityKeys("hot", 200)
 	for _, svc := range []string{"kstate", "lazy"} {
@@ -97,7 +102,7 @@ func TestBenchColdStartCluster(t *testing.T) {
 	}
 	first := map[string][]time.Duration{}
 	for r := range rounds {
-		for _, svc := range []string{"counter", "lazy", "hello"} {
+		for _, svc := range []string{"counter", "lazy", "stateless"} {
 			waitScaledToZero(t, ns, svc, 4*time.Minute)
 		}
 		var mu sync.Mutex
@@ -127,7 +132,7 @@ func TestBenchColdStartCluster(t *testing.T) {
 		return
 	}
 	k, l, s := median(first["kstate"]), median(first["lazy"]), median(first["stateless"])
-	benchRow(t, "| P5 cluster | first response from zero, hot key, median of %d | %v | stateless %v | %.2f× | ≤ 1.05× |", rounds, k.Round(time.Millisecond), s.Round(time.Millisecond), float64(k)/float64(s))
+	benchRow(t, "| P5 cluster | first response from zero, hot key, median of %d (Redis +%s each way) | %v | stateless GET+SET %v | %.2f× | ≤ 1.05× |", rounds, redisDelay, k.Round(time.Millisecond), s.Round(time.Millisecond), float64(k)/float64(s))
 	benchRow(t, "| P5 cluster | same, against lazy loading (preload of 1 entity) | %v | lazy %v | %.2f× | — |", k.Round(time.Millisecond), l.Round(time.Millisecond), float64(k)/float64(l))
 }
 
@@ -291,33 +296,18 @@ func TestBenchWarmCounterCluster(t *testing.T) {
 		rounds  = 2
 		key     = "warm"
 	)
-	ns, kstateRedis := kstateNamespace(t)
+	ns, kstateRedis := delayedKstateNamespace(t)
 	onePod := map[string]string{"autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "1"}
 	kAnn := map[string]string{"kstate.dev/enabled": "true"}
 	for k, v := range onePod {
 		kAnn[k] = v
 	}
-	statelessRedis := startRedis(t)
+	statelessProxy, statelessRedis := delayedRedis(t)
 	hosts := map[string]string{}
 	hosts["kstate"], _ = applyKsvc(t, ns, "counter", counterService(t, "counter", kAnn))
-	hosts["stateless"], _ = applyKsvc(t, ns, "stateless", fmt.Sprintf(`apiVersion: serving.knative.dev/v1
-kind: Service
-metadata:
-  name: stateless
-spec:
-  template:
-    metadata:
-      annotations:
-        autoscaling.knative.dev/min-scale: "1"
-        autoscaling.knative.dev/max-scale: "1"
-        autoscaling.knative.dev/target-burst-capacity: "-1"
-    spec:
-      containers:
-      - image: %s
-        env:
-        - name: REDIS_URL
-          value: redis://%s
-`, imageRef(t, "stateless-counter"), statelessRedis.Addr))
+	onePod["autoscaling.knative.dev/target-burst-capacity"] = "-1"
+	hosts["stateless"], _ = applyKsvc(t, ns, "stateless", statelessService(t, "stateless", statelessProxy, onePod))
+	// Commands are counted on the servers, behind the proxies.
 	redisOf := map[string]string{"kstate": kstateRedis, "stateless": statelessRedis.Addr}
 	send := func(side string) (int, error) {
 		code, _, err := request("POST", hosts[side], "/", "", map[string]string{"Kstate-Key": key})
@@ -363,8 +353,8 @@ spec:
 		}
 	}
 	k, s := latency["kstate"], latency["stateless"]
-	benchRow(t, "| P2 cluster | warm counter p50 latency (1 key, %d req/s open loop, %d×%v per side) | %v | %v (stateless GET+SET) | %.2f | ≤ 0.5 |",
-		rate, rounds, openFor, quantile(k, .5).Round(time.Microsecond), quantile(s, .5).Round(time.Microsecond), float64(quantile(k, .5))/float64(quantile(s, .5)))
+	benchRow(t, "| P2 cluster | warm counter p50 latency (1 key, %d req/s open loop, %d×%v per side; Redis +%s each way) | %v | %v (stateless GET+SET) | %.2f | ≤ 0.5 |",
+		rate, rounds, openFor, redisDelay, quantile(k, .5).Round(time.Microsecond), quantile(s, .5).Round(time.Microsecond), float64(quantile(k, .5))/float64(quantile(s, .5)))
 	benchRow(t, "| P2 cluster | p99 / p999 latency (same run) | %v / %v | %v / %v | %.2f / %.2f | — |",
 		quantile(k, .99).Round(time.Microsecond), quantile(k, .999).Round(time.Microsecond), quantile(s, .99).Round(time.Microsecond), quantile(s, .999).Round(time.Microsecond),
 		float64(quantile(k, .99))/float64(quantile(s, .99)), float64(quantile(k, .999))/float64(quantile(s, .999)))
@@ -451,4 +441,69 @@ func redisCommands(t *testing.T, addr string) int64 {
 	}
 	t.Fatalf("no total_commands_processed in INFO stats of %s", addr)
 	return 0
+}
+
+// redisDelay is the delay the cluster benchmarks add to each side's Redis,
+// each way (KSTATE_E2E_REDIS_DELAY, default 250µs): the issue's stand-in
+// for an in-cluster round trip, as in the dev benchmarks.
+var redisDelay = envOr("KSTATE_E2E_REDIS_DELAY", "250us")
+
+// delayedRedis starts a private redis-server and the benchmarks' delay
+// proxy in front of it (test/bench/cmd/redis-delay, which build.sh builds
+// for the host) on the node address, and returns the proxy's address.
+func delayedRedis(t *testing.T) (addr string, r *redisServer) {
+	t.Helper()
+	r = startRedis(t)
+	cmd := exec.Command(filepath.Join(clusterDir, "bin", "kstate", "redis-delay"),
+		"-listen", net.JoinHostPort(nodeIP, "0"), "-upstream", r.Addr, "-delay", redisDelay)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting redis-delay (run hack/cluster/build.sh): %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		t.Logf("%s -> %s: %s", addr, r.Addr, strings.TrimSpace(stderr.String()))
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
+	if err != nil || !ok {
+		t.Fatalf("redis-delay: %q, %v; stderr: %s", line, err, stderr.String())
+	}
+	return addr, r
+}
+
+// delayedKstateNamespace is kstateNamespace with the agents' Redis behind
+// the delay proxy.
+func delayedKstateNamespace(t *testing.T) (ns, redisAddr string) {
+	t.Helper()
+	requireKstateInstalled(t)
+	proxy, r := delayedRedis(t)
+	ns = namespace(t)
+	mustKubectl(t, "", "-n", ns, "create", "secret", "generic", "kstate-store", "--from-literal=url=redis://"+proxy)
+	return ns, r.Addr
+}
+
+// statelessService is the benchmarks' stateless baseline
+// (test/bench/stateless: a Redis GET and SET per request) as a Knative
+// Service on the Redis at redisAddr, with annotations.
+func statelessService(t *testing.T, name, redisAddr string, annotations map[string]string) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: %s\nspec:\n  template:\n    metadata:\n      annotations:\n", name)
+	keys := make([]string, 0, len(annotations))
+	for k := range annotations {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "        %s: %q\n", k, annotations[k])
+	}
+	fmt.Fprintf(&b, "    spec:\n      containers:\n      - image: %s\n        env:\n        - name: REDIS_URL\n          value: redis://%s\n", imageRef(t, "stateless-counter"), redisAddr)
+	return b.String()
 }
