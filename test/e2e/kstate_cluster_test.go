@@ -364,18 +364,19 @@ func TestSyncKill9LosesNothing(t *testing.T) {
 	}
 	victim := pods[0]
 	pid := agentPID(t, victim)
+	restarts := agentRestarts(t, ns, victim)
 	at := load.acknowledged()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %d (agent of %s): %v", pid, victim, err)
 	}
+	killed := time.Now()
 	t.Logf("kill -9 of the agent of %s (pid %d) after %d events", victim, pid, at)
-	waitFor(t, "the killed agent's container to restart", 2*time.Minute, func() bool {
-		out := mustKubectl(t, "", "-n", ns, "get", "pod", victim, "-o",
-			`jsonpath={.status.containerStatuses[?(@.name=="kstate-agent")].restartCount}`)
-		n, _ := strconv.Atoi(strings.TrimSpace(out))
-		return n >= 1 && contains(readyPods(t, ns, "counter-00001"), victim)
-	})
-	waitFor(t, "load after the restart", time.Minute, func() bool { return load.acknowledged() > at+300 })
+	waitAgentRestarted(t, ns, victim, restarts, 2*time.Minute)
+	load.waitAcked(t, 300, time.Minute)
+	// An attempt sent after the kill and answered by the victim pod was
+	// answered by the restarted agent.
+	t.Logf("first answer of the restarted agent %s after the kill; attempts meanwhile: %s",
+		load.firstAck(killed, func(a ceAck) bool { return a.pod == victim && a.last.After(killed) }), load.outcomes(killed, time.Now()))
 	load.check(t)
 }
 
@@ -414,14 +415,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	redis.Kill()
 	at := load.acknowledged()
 	t.Logf("redis-server killed after %d events", at)
-	waitFor(t, "unflushed writes in an agent while Redis is down", time.Minute, func() bool {
-		for _, p := range pods {
-			if statsOf(t, ns, p).DirtyEntities > 0 {
-				return true
-			}
-		}
-		return false
-	})
+	waitUnflushed(t, ns, pods, time.Minute)
 	during := load.acknowledged() - at
 	redis.Start()
 	t.Logf("redis-server restarted from its append-only file; %d events acknowledged while it was down", during)

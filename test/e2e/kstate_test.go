@@ -79,6 +79,20 @@ func (r *redisServer) Start() {
 // the append-only file is all that survives.
 func (r *redisServer) Kill() { r.stop(os.Kill) }
 
+// Signal sends sig to the running server (SIGSTOP and SIGCONT hang it and
+// let it go on).
+func (r *redisServer) Signal(sig os.Signal) {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		r.t.Fatalf("signal %v: redis-server is not running", sig)
+	}
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatalf("signal %v to redis-server: %v", sig, err)
+	}
+}
+
 func (r *redisServer) stop(sig os.Signal) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
