@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cluster variants of the benchmarks (P2 warm counter, P4 scale-up under
-# load, P5 scale from zero; docs/performance.md): brings the e2e cluster up and installs
+# load, P5 scale from zero, P7 drain; docs/performance.md): brings the e2e cluster up and installs
 # kstate (as e2e.sh does), runs test/e2e's TestBench* with KSTATE_E2E_BENCH=1
 # and prints one markdown table of ratios against baselines measured in the
 # same run. About 7-8 minutes on a running cluster.
