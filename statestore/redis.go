@@ -1203,6 +1203,12 @@ func unavailable(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.As(err, &ne):
 		return true
+	case errors.Is(err, redis.ErrClosed):
+		// The store itself is open (fail checks that first): on Redis
+		// Cluster, go-redis closes a node's client when the node leaves
+		// the slot map, and a batch grouped for that node just before
+		// meets it closed. The next try goes to the slot's new node.
+		return true
 	}
 	for _, p := range unavailableReplies {
 		if redis.HasErrorPrefix(err, p) {
