@@ -347,8 +347,12 @@ func (a *Agent) ensureLoaded(ctx context.Context, s *slot, e *entity) error {
 // than the slot's lease lasts, the write may be fenced or may land later,
 // and a caller waiting for the request's own deadline (Knative's revision
 // timeout, minutes) learns nothing more by waiting.
+//
+// The timer starts only when there is something to wait for: with sync
+// durability every reply comes through here, and most find their version
+// written already.
 func (a *Agent) waitFlushed(ctx context.Context, e *entity, v uint64) error {
-	limit := a.clock.After(a.cfg.LeaseTTL)
+	var limit <-chan time.Time
 	for {
 		a.flushWaitMu.Lock()
 		ch := a.flushWait
@@ -361,6 +365,9 @@ func (a *Agent) waitFlushed(ctx context.Context, e *entity, v uint64) error {
 		}
 		if gone {
 			return errSlotLost
+		}
+		if limit == nil {
+			limit = a.clock.After(a.cfg.LeaseTTL)
 		}
 		a.kickFlush()
 		select {
