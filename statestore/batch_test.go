@@ -28,6 +28,17 @@ func clusterNode(t *testing.T, addr string) (*redis.Client, string) {
 	return c, id
 }
 
+// leaseNode is the address of the cluster node that serves ref's lease key
+// (and, by the hash tag, all of the slot's keys).
+func leaseNode(t *testing.T, r *Redis, ref SlotRef) string {
+	t.Helper()
+	node, err := r.c.(*redis.ClusterClient).MasterForKey(context.Background(), leaseKey(ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node.Options().Addr
+}
+
 // startMigrating puts the hash slot of key into migration from src to dst:
 // IMPORTING on dst, then MIGRATING on src, as redis-cli --cluster does.
 func startMigrating(t *testing.T, src *redis.Client, srcID string, dst *redis.Client, dstID, key string) {
@@ -76,14 +87,9 @@ func TestRedisClusterBatchRetriesKeysOfOtherNodes(t *testing.T) {
 	for i := range refs {
 		refs[i] = SlotRef{Space: space, Slot: uint32(i)}
 	}
-	cc := r.c.(*redis.ClusterClient)
 	seen := map[string]bool{}
 	for _, ref := range refs {
-		node, err := cc.MasterForKey(ctx, leaseKey(ref))
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[node.Options().Addr] = true
+		seen[leaseNode(t, r, ref)] = true
 	}
 	if len(seen) < 2 {
 		t.Fatalf("the %d slots live on %d node(s); the test needs a batch that spans nodes", n, len(seen))
@@ -161,14 +167,9 @@ func TestRedisClusterBatchOneNodeDown(t *testing.T) {
 	const n = 48
 	refs := make([]SlotRef, n)
 	on := make([]string, n) // the node serving each slot's lease key
-	cc := r.c.(*redis.ClusterClient)
 	for i := range refs {
 		refs[i] = SlotRef{Space: space, Slot: uint32(i)}
-		node, err := cc.MasterForKey(ctx, leaseKey(refs[i]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		on[i] = node.Options().Addr
+		on[i] = leaseNode(t, r, refs[i])
 	}
 	down := nodes[1].Addr()
 	if !slices.Contains(on, down) || !slices.ContainsFunc(on, func(a string) bool { return a != down }) {
@@ -214,7 +215,6 @@ func TestRedisClusterBatchOneNodeDown(t *testing.T) {
 func TestRedisClusterBatchDuringMigration(t *testing.T) {
 	nodes, r := clusterStore(t, RedisOptions{})
 	ctx := context.Background()
-	cc := r.c.(*redis.ClusterClient)
 
 	space := redistest.UniqueSpace(t)
 	const n = 48
@@ -222,11 +222,7 @@ func TestRedisClusterBatchDuringMigration(t *testing.T) {
 	on := make([]string, n)
 	for i := range refs {
 		refs[i] = SlotRef{Space: space, Slot: uint32(i)}
-		node, err := cc.MasterForKey(ctx, leaseKey(refs[i]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		on[i] = node.Options().Addr
+		on[i] = leaseNode(t, r, refs[i])
 	}
 	// refs[0] is the first key of its node's batch; held is another slot of
 	// that node. Both hash slots migrate from source to target.
@@ -294,13 +290,8 @@ func TestRedisClusterBatchDuringMigration(t *testing.T) {
 func TestRedisClusterAcquireWithDuringMigration(t *testing.T) {
 	nodes, r := clusterStore(t, RedisOptions{})
 	ctx := context.Background()
-	cc := r.c.(*redis.ClusterClient)
 	ref := SlotRef{Space: redistest.UniqueSpace(t), Slot: 3}
-	node, err := cc.MasterForKey(ctx, leaseKey(ref))
-	if err != nil {
-		t.Fatal(err)
-	}
-	source := node.Options().Addr
+	source := leaseNode(t, r, ref)
 	var target *redistest.Server
 	for _, n := range nodes {
 		if n.Addr() != source {
