@@ -30,15 +30,17 @@ type grpcAdmin struct{}
 func NewAdminClient() AdminClient { return grpcAdmin{} }
 
 // listenWait bounds how long Prepare waits for a joining pod's agent to
-// accept a connection. The pod informer shows a pod with its IP before its
-// containers run, so the first Prepare usually arrives early. Failing at
-// once would leave the retry to the workqueue's backoff, and gRPC's own
-// reconnect backoff starts at a second: either delayed the preload, and so
-// the pod's readiness, by 0.3 s and more after the agent listened
-// (docs/performance.md, P5 on the cluster). Waiting, with reconnects every
-// 20 ms or so, lands it within tens of milliseconds. The bound keeps a pod
-// whose agent never listens from holding its revision's reconcile for the
-// whole prepare timeout.
+// accept a connection. A Prepare can reach a pod whose agent is not
+// listening yet (a slow agent start). Failing at once would leave the retry
+// to the workqueue's backoff, and gRPC's own reconnect backoff starts at a
+// second: either would hold the pod unready for longer than its agent
+// needs. Waiting, with reconnects every 20 ms or so, lands the call within
+// tens of milliseconds of the agent listening. (On the e2e cluster the
+// first Prepare came after the agent listened, because the kubelet reports
+// a pod running only after its containers started; that lag is why a pod
+// from zero now preloads without waiting for Prepare at all.) The bound
+// keeps a pod whose agent never listens from holding its revision's
+// reconcile for the whole prepare timeout.
 const listenWait = 10 * time.Second
 
 var joiningPodBackoff = grpc.WithConnectParams(grpc.ConnectParams{
