@@ -20,7 +20,8 @@ import (
 	"time"
 )
 
-// The cluster variants of benchmarks P4 and P5 (issue 7, docs/performance.md).
+// The cluster variants of benchmarks P2, P4, P5 and P7 (issue 7,
+// docs/performance.md).
 // They run only with KSTATE_E2E_BENCH=1 (hack/cluster/bench.sh) and never
 // assert a time: they log a markdown table of ratios against baselines
 // measured in the same run, and write it to $BENCH_OUT/cluster-bench.md when
@@ -49,12 +50,6 @@ func benchRow(t *testing.T, format string, args ...any) {
 		_ = os.MkdirAll(dir, 0o755)
 		_ = os.WriteFile(filepath.Join(dir, "cluster-bench.md"), []byte(head+strings.Join(benchRows.rows, "\n")+"\n"), 0o644)
 	}
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func quantile(d []time.Duration, q float64) time.Duration {
@@ -134,7 +129,7 @@ func TestBenchColdStartCluster(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	k, l, s := median(first["kstate"]), median(first["lazy"]), median(first["stateless"])
+	k, l, s := quantile(first["kstate"], .5), quantile(first["lazy"], .5), quantile(first["stateless"], .5)
 	benchRow(t, "| P5 cluster | first response from zero, hot key, median of %d (Redis +%s each way) | %v | stateless GET+SET %v | %.2f× | ≤ 1.05× |", rounds, redisDelay, k.Round(time.Millisecond), s.Round(time.Millisecond), float64(k)/float64(s))
 	benchRow(t, "| P5 cluster | same, against lazy loading (preload of 1 entity) | %v | lazy %v | %.2f× | — |", k.Round(time.Millisecond), l.Round(time.Millisecond), float64(k)/float64(l))
 }
@@ -501,18 +496,8 @@ func delayedKstateNamespace(t *testing.T) (ns, redisAddr string) {
 // Service on the Redis at redisAddr, with annotations.
 func statelessService(t *testing.T, name, redisAddr string, annotations map[string]string) string {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: %s\nspec:\n  template:\n    metadata:\n      annotations:\n", name)
-	keys := make([]string, 0, len(annotations))
-	for k := range annotations {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		fmt.Fprintf(&b, "        %s: %q\n", k, annotations[k])
-	}
-	fmt.Fprintf(&b, "    spec:\n      containers:\n      - image: %s\n        env:\n        - name: REDIS_URL\n          value: redis://%s\n", imageRef(t, "stateless-counter"), redisAddr)
-	return b.String()
+	return serviceYAML(name, annotations, fmt.Sprintf("image: %s\n        env:\n        - name: REDIS_URL\n          value: redis://%s\n",
+		imageRef(t, "stateless-counter"), redisAddr))
 }
 
 // TestBenchDrainCluster is P7 on the cluster: one pod holds many dirty

@@ -87,6 +87,12 @@ func kstateNamespaceWithRedis(t *testing.T) (string, *redisServer) {
 // and kstate annotations, nothing else. The webhook does the rest.
 func counterService(t *testing.T, name string, annotations map[string]string) string {
 	t.Helper()
+	return serviceYAML(name, annotations, "image: "+imageRef(t, "counter")+"\n")
+}
+
+// serviceYAML is a Knative Service with the revision annotations (sorted,
+// so the YAML is stable) and one container, whose lines follow "- ".
+func serviceYAML(name string, annotations map[string]string, container string) string {
 	keys := make([]string, 0, len(annotations))
 	for k := range annotations {
 		keys = append(keys, k)
@@ -97,7 +103,7 @@ func counterService(t *testing.T, name string, annotations map[string]string) st
 	for _, k := range keys {
 		fmt.Fprintf(&b, "        %s: %q\n", k, annotations[k])
 	}
-	fmt.Fprintf(&b, "    spec:\n      containers:\n      - image: %s\n", imageRef(t, "counter"))
+	fmt.Fprintf(&b, "    spec:\n      containers:\n      - %s", container)
 	return b.String()
 }
 
