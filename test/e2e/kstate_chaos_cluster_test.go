@@ -254,8 +254,8 @@ func partitionAgentFromRedis(t *testing.T, durability string) {
 	}
 	t.Logf("healed after %s; the cut-off agent then: %s (before: %s)", healed.Sub(cut).Round(time.Millisecond), during, before[victim])
 	t.Logf("attempts during the partition: %s", load.outcomes(cut, healed))
-	t.Logf("answers during the partition, by pod: %v; acknowledged: %v", load.attemptsBy(cut, healed), load.ackedBy(cut, healed))
-	if load.attemptsBy(cut, healed)[victim] == 0 {
+	t.Logf("answers during the partition, by pod: %v; acknowledged: %v", load.attemptsBy(cut, healed, nil), load.ackedBy(cut, healed))
+	if load.attemptsBy(cut, healed, nil)[victim] == 0 {
 		t.Errorf("the cut-off pod answered nothing during the cut: it was not routed")
 	}
 	if during.FlushLagMs < leaseTTL.Milliseconds() {

@@ -552,19 +552,25 @@ func (l *ceLoad) slowestStarted(from time.Time) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-// refusedBy counts the attempts that ended in [from, to) with a 503 (a
-// refusal: back-pressure, or a sync write that could not be made durable),
-// by the pod that answered ("" if the answer named none).
-func (l *ceLoad) refusedBy(from, to time.Time) map[string]int {
+// attemptsBy counts the attempts that ended in [from, to) and match (nil:
+// all), by the pod that answered ("" if the answer named none).
+func (l *ceLoad) attemptsBy(from, to time.Time, match func(ceAttempt) bool) map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	by := map[string]int{}
 	for _, a := range l.attempts {
-		if !a.end.Before(from) && a.end.Before(to) && a.code == 503 {
+		if !a.end.Before(from) && a.end.Before(to) && (match == nil || match(a)) {
 			by[a.pod]++
 		}
 	}
 	return by
+}
+
+// refusedBy counts the attempts that ended in [from, to) with a 503 (a
+// refusal: back-pressure, or a sync write that could not be made durable),
+// by the pod that answered.
+func (l *ceLoad) refusedBy(from, to time.Time) map[string]int {
+	return l.attemptsBy(from, to, func(a ceAttempt) bool { return a.code == 503 })
 }
 
 // refused counts the attempts that ended in [from, to) with a 503.
@@ -574,20 +580,6 @@ func (l *ceLoad) refused(from, to time.Time) int {
 		n += c
 	}
 	return n
-}
-
-// attemptsBy counts the attempts that ended in [from, to) with an answer
-// that named a pod, by that pod.
-func (l *ceLoad) attemptsBy(from, to time.Time) map[string]int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	by := map[string]int{}
-	for _, a := range l.attempts {
-		if !a.end.Before(from) && a.end.Before(to) && a.pod != "" {
-			by[a.pod]++
-		}
-	}
-	return by
 }
 
 // acked is the events acknowledged in [from, to) that match (nil: all),
