@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -901,16 +900,18 @@ func (a *Agent) prepare(ctx context.Context, slots []uint32, maxEntities, maxByt
 	}
 	a.takeFree(ctx, withData)
 	alone = true
-	for i := 0; i < len(withData); i++ {
-		if a.holds(withData[i]) {
-			continue
+	kept := 0
+	for i, s := range withData {
+		if !a.holds(s) {
+			alone = false
+			if freeOnly {
+				continue
+			}
 		}
-		alone = false
-		if freeOnly {
-			withData, keys = slices.Delete(withData, i, i+1), slices.Delete(keys, i, i+1)
-			i--
-		}
+		withData[kept], keys[kept] = s, keys[i]
+		kept++
 	}
+	withData, keys = withData[:kept], keys[:kept]
 
 	var loaded, bytes int64
 	for from := 0; from < len(withData) && loaded < maxEntities && bytes < maxBytes; {
